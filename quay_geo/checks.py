@@ -1,0 +1,60 @@
+"""System checks for settings: each misconfiguration has its own id."""
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, register
+
+LOCATION_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def preference_ids(raw: str) -> list[str]:
+    """Return the location IDs of a preference string, split on spaces or commas."""
+    return [part for part in re.split(r"[\s,]+", raw) if part]
+
+
+@register(Tags.security, deploy=False)
+def check_secret_key(app_configs: Sequence[Any] | None, **kwargs: Any) -> list[CheckMessage]:
+    if settings.SECRET_KEY:
+        return []
+    return [
+        Error(
+            "DJANGO_SECRET_KEY is not set.",
+            hint="Set DJANGO_SECRET_KEY to a long random value (or DJANGO_DEBUG=1 for development).",
+            id="quay_geo.E001",
+        )
+    ]
+
+
+@register()
+def check_storage_preference(app_configs: Sequence[Any] | None, **kwargs: Any) -> list[CheckMessage]:
+    bad = [
+        part
+        for part in preference_ids(settings.QUAY_DISTRIBUTED_STORAGE_PREFERENCE)
+        if not LOCATION_ID.match(part)
+    ]
+    return [
+        Error(
+            f"QUAY_DISTRIBUTED_STORAGE_PREFERENCE names an invalid location ID {part!r}.",
+            hint="Location IDs use letters, digits, '_' and '-', separated by spaces or commas.",
+            id="quay_geo.E002",
+        )
+        for part in bad
+    ]
+
+
+@register()
+def check_broker_url(app_configs: Sequence[Any] | None, **kwargs: Any) -> list[CheckMessage]:
+    url = settings.CELERY_BROKER_URL
+    known = ("filesystem://", "redis://", "rediss://", "amqp://", "amqps://", "memory://")
+    if url.startswith(known):
+        return []
+    return [
+        Error(
+            f"CELERY_BROKER_URL has an unsupported scheme: {url.split('://')[0]!r}.",
+            hint="Use filesystem:// (embedded), redis://host:6379/0 or amqp://user:pass@host//.",
+            id="quay_geo.E003",
+        )
+    ]

@@ -1,0 +1,175 @@
+"""Where bytes live: storage locations, blobs, their placements, and replication settings."""
+
+from typing import Any
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+
+from storage_engines.registry import engine_class
+
+from .crypto import secret_decrypt, secret_encrypt
+
+location_id_validator = RegexValidator(
+    r"^[A-Za-z0-9_-]+$", "Location IDs use only letters, digits, '_' and '-'."
+)
+
+
+class EngineKind(models.TextChoices):
+    S3 = "s3", "Amazon S3"
+    RADOSGW = "radosgw", "Ceph RADOS Gateway"
+    GCS = "gcs", "Google Cloud Storage"
+    SWIFT = "swift", "OpenStack Swift"
+    LOCAL = "local", "Local Storage"
+    MEMORY = "memory", "In-memory (tests only)"
+
+
+class ServeMode(models.TextChoices):
+    REDIRECT = "redirect", "Redirect clients to a short-lived storage URL"
+    PROXY = "proxy", "Stream blobs through the registry"
+
+
+class ReplicationSettings(models.Model):
+    """The singleton row: replication on or off, and the configuration version."""
+
+    storage_replication_enabled = models.BooleanField(default=False)
+    config_version = models.PositiveBigIntegerField(default=1)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name_plural = "replication settings"
+
+    @classmethod
+    def load(cls) -> "ReplicationSettings":
+        """Return the singleton, creating it on first use."""
+        obj, _ = cls.objects.get_or_create(pk=1)
+        return obj
+
+
+class StorageLocation(models.Model):
+    """A named storage engine instance in some region."""
+
+    location_id = models.CharField(max_length=64, unique=True, validators=[location_id_validator])
+    kind = models.CharField(max_length=16, choices=EngineKind.choices)
+    #: Non-secret engine options, exactly as the engine's options form declares them.
+    options = models.JSONField(default=dict, blank=True)
+    #: Secret engine options, each encrypted at rest (see replication.crypto).
+    secrets = models.JSONField(default=dict, blank=True)
+    replicate_by_default = models.BooleanField(default=False)
+    rank = models.PositiveIntegerField(default=0, help_text="Position in the stored preference order.")
+    serve_mode = models.CharField(max_length=16, choices=ServeMode.choices, default=ServeMode.REDIRECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["rank", "location_id"]
+
+    def __str__(self) -> str:
+        return self.location_id
+
+    def engine_options(self) -> dict[str, Any]:
+        """Return the engine options with secrets decrypted (for the engine factory only)."""
+        merged = dict(self.options)
+        merged.update({name: secret_decrypt(token) for name, token in self.secrets.items()})
+        return merged
+
+    def set_engine_options(self, options: dict[str, Any]) -> None:
+        """Store engine options, encrypting those the engine declares secret."""
+        secret_names = engine_class(self.kind).options_form.secret_names()
+        self.options = {k: v for k, v in options.items() if k not in secret_names}
+        self.secrets = {
+            k: secret_encrypt(str(v)) for k, v in options.items() if k in secret_names and v not in (None, "")
+        }
+
+
+class Blob(models.Model):
+    """Content-addressed bytes: one row per digest, whatever the repository."""
+
+    digest = models.CharField(max_length=140, unique=True)
+    size = models.PositiveBigIntegerField()
+    #: SHA-256 of the bytes (equal to the digest for sha256 blobs), used to verify every copy.
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.digest
+
+
+class PlacementState(models.TextChoices):
+    PENDING = "pending"
+    COPYING = "copying"
+    PRESENT = "present"
+    FAILED = "failed"
+
+
+class PlacementQuerySet(models.QuerySet["Placement"]):
+    def present(self) -> "PlacementQuerySet":
+        return self.filter(state=PlacementState.PRESENT)
+
+
+class Placement(models.Model):
+    """A blob in one location; only a ``present`` placement serves reads."""
+
+    blob = models.ForeignKey(Blob, on_delete=models.CASCADE, related_name="placements")
+    location = models.ForeignKey(StorageLocation, on_delete=models.CASCADE, related_name="placements")
+    state = models.CharField(max_length=8, choices=PlacementState.choices, default=PlacementState.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    #: True when last_error is permanent: the reconciler does not retry it by itself.
+    error_permanent = models.BooleanField(default=False)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    copy_method = models.CharField(max_length=8, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = PlacementQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["blob", "location"], name="placement_unique_blob_location"),
+        ]
+        indexes = [
+            models.Index(fields=["location", "state"], name="placement_location_state"),
+            models.Index(fields=["state", "next_attempt_at"], name="placement_state_next"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.blob_id}@{self.location_id}:{self.state}"
+
+
+class NamespaceReplication(models.Model):
+    """An extra target location for every blob of one namespace."""
+
+    namespace = models.ForeignKey(
+        "registry.Namespace", on_delete=models.CASCADE, related_name="replication_targets"
+    )
+    location = models.ForeignKey(StorageLocation, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["namespace", "location"], name="namespace_replication_unique"
+            ),
+        ]
+
+
+class Tombstone(models.Model):
+    """Bytes to delete from one location, retried until done (garbage collection)."""
+
+    location = models.ForeignKey(StorageLocation, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=300)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["location", "key"], name="tombstone_unique_location_key"),
+        ]

@@ -1,0 +1,91 @@
+"""Reads about locations and placements, with the per-process engine cache."""
+
+import threading
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from quay_geo.checks import preference_ids
+from storage_engines.base import StorageEngine
+from storage_engines.registry import engine_create
+
+from .models import Blob, Placement, PlacementState, ReplicationSettings, StorageLocation
+
+
+class PreferenceError(Exception):
+    """The instance preference names a location that is not configured."""
+
+
+@dataclass(frozen=True)
+class LocationConfig:
+    """One configuration version: its locations, in stored preference order."""
+
+    version: int
+    replication_enabled: bool
+    locations: tuple[StorageLocation, ...]
+
+    def by_id(self) -> dict[str, StorageLocation]:
+        return {location.location_id: location for location in self.locations}
+
+
+_lock = threading.Lock()
+_config: LocationConfig | None = None
+_engines: dict[tuple[str, int], StorageEngine] = {}
+
+
+def config_current() -> LocationConfig:
+    """Return the current configuration, reloading it when its version changed."""
+    global _config
+    row = ReplicationSettings.load()
+    cached = _config
+    if cached is not None and cached.version == row.config_version:
+        return cached
+    with _lock:
+        if _config is None or _config.version != row.config_version:
+            locations = tuple(StorageLocation.objects.order_by("rank", "location_id"))
+            _config = LocationConfig(row.config_version, row.storage_replication_enabled, locations)
+            for key in [k for k in _engines if k[1] != row.config_version]:
+                del _engines[key]
+        return _config
+
+
+def location_engine(location: StorageLocation, *, version: int | None = None) -> StorageEngine:
+    """Return the (cached) engine of a location for the current configuration version."""
+    version = config_current().version if version is None else version
+    key = (location.location_id, version)
+    engine = _engines.get(key)
+    if engine is None:
+        with _lock:
+            engine = _engines.get(key)
+            if engine is None:
+                engine = engine_create(
+                    kind=location.kind,
+                    location_id=location.location_id,
+                    options=location.engine_options(),
+                )
+                _engines[key] = engine
+    return engine
+
+
+def preference_of_instance(config: LocationConfig | None = None) -> list[StorageLocation]:
+    """Return every location, this instance's preferred ones first, then the stored order."""
+    config = config or config_current()
+    by_id = config.by_id()
+    wanted = preference_ids(settings.QUAY_DISTRIBUTED_STORAGE_PREFERENCE)
+    missing = [location_id for location_id in wanted if location_id not in by_id]
+    if missing:
+        raise PreferenceError(
+            "QUAY_DISTRIBUTED_STORAGE_PREFERENCE names location(s) that are not configured: "
+            + ", ".join(missing)
+        )
+    first = [by_id[location_id] for location_id in dict.fromkeys(wanted)]
+    return first + [location for location in config.locations if location not in first]
+
+
+def placements_present(blob: Blob) -> list[Placement]:
+    """Return the blob's present placements ordered by this instance's preference."""
+    order = {loc.pk: i for i, loc in enumerate(preference_of_instance())}
+    present = list(
+        Placement.objects.filter(blob=blob, state=PlacementState.PRESENT).select_related("location")
+    )
+    return sorted(present, key=lambda p: order.get(p.location_id, len(order)))

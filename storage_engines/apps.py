@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class StorageEnginesConfig(AppConfig):
+    name = "storage_engines"
+    verbose_name = "Storage engines"

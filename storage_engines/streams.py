@@ -1,0 +1,97 @@
+"""Byte streams passed between engines, requests and hashes, with bounded memory."""
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Protocol
+
+CHUNK = 1024 * 1024
+
+
+class Readable(Protocol):
+    """Anything with ``read(n)``: a file, a request body, a ByteStream."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class ByteStream:
+    """An iterator of byte chunks that can also be read like a file, and must be closed."""
+
+    def __init__(self, chunks: Iterable[bytes], close: Callable[[], None] | None = None) -> None:
+        self._chunks: Iterator[bytes] = iter(chunks)
+        self._close = close
+        self._buffer = b""
+        self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._buffer:
+            buffered, self._buffer = self._buffer, b""
+            yield buffered
+        for chunk in self._chunks:
+            if chunk:
+                yield chunk
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Return up to ``size`` bytes (all remaining bytes when ``size`` is negative)."""
+        if size is None or size < 0:
+            data, self._buffer = self._buffer + b"".join(self._chunks), b""
+            return data
+        while len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        result, self._buffer = self._buffer[:size], self._buffer[size:]
+        return result
+
+    def close(self) -> None:
+        """Release the underlying connection or file."""
+        if not self.closed:
+            self.closed = True
+            if self._close is not None:
+                self._close()
+
+    def __enter__(self) -> "ByteStream":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class HashingReader:
+    """Wrap a readable, counting and hashing (SHA-256) every byte read through it."""
+
+    def __init__(self, source: Readable, limit: int | None = None) -> None:
+        self._source = source
+        self._limit = limit
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self._limit is not None:
+            remaining = self._limit - self.size
+            if remaining <= 0:
+                return b""
+            size = remaining if size is None or size < 0 else min(size, remaining)
+        data = self._source.read(size)
+        self.size += len(data)
+        self.sha256.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        """Return the SHA-256 of the bytes read so far, in hex."""
+        return self.sha256.hexdigest()
+
+
+def iter_readable(source: Readable, chunk_size: int = CHUNK) -> Iterator[bytes]:
+    """Yield the bytes of a readable in chunks of at most ``chunk_size``."""
+    while True:
+        data = source.read(chunk_size)
+        if not data:
+            return
+        yield data

@@ -1,0 +1,1 @@
+"""Test-wide configuration: the suite runs on PostgreSQL when DATABASE_URL names one."""
