@@ -1,11 +1,69 @@
-"""The Celery application shared by web and worker processes."""
+"""The Celery application shared by web and worker processes.
 
+Replication tasks go to one queue per target location (``replicate.<location ID>``) plus a
+short ``replicate.priority`` queue. A worker started with ``-Q`` serves only what it names; a
+worker started without it serves every queue, including those of locations added while it runs
+(checked every 30 s), so a single machine needs no routing setup.
+"""
+
+import logging
 import os
+from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quay_geo.settings")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("quay_geo")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def replication_queue_names() -> list[str]:
+    """Return the names of every replication queue for the configured locations."""
+    from replication.models import StorageLocation
+    from replication.tasks import PRIORITY_QUEUE, queue_of
+
+    ids = StorageLocation.objects.values_list("location_id", flat=True)
+    return [PRIORITY_QUEUE, *(queue_of(location_id) for location_id in ids)]
+
+
+class LocationQueues(bootsteps.StartStopStep):
+    """Consume the queue of every location unless the worker was given explicit queues."""
+
+    requires = {"celery.worker.consumer.tasks:Tasks"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.timer_ref: Any = None
+
+    def start(self, parent: Any) -> None:
+        if parent.app.amqp.queues._consume_from is not None:  # noqa: SLF001 - set by -Q
+            return
+        self.refresh(parent)
+        self.timer_ref = parent.timer.call_repeatedly(30.0, self.refresh, (parent,), priority=10)
+
+    def stop(self, parent: Any) -> None:
+        if self.timer_ref is not None:
+            self.timer_ref.cancel()
+
+    def refresh(self, parent: Any) -> None:
+        from django.db import close_old_connections
+
+        try:
+            names = replication_queue_names()
+        except Exception:  # noqa: BLE001 - a database hiccup must not stop the worker
+            logger.exception("could not list replication queues")
+            return
+        finally:
+            close_old_connections()
+        consuming = {queue.name for queue in parent.task_consumer.queues}
+        for name in names:
+            if name not in consuming:
+                parent.add_task_queue(name)
+                logger.info("consuming %s", name)
+
+
+app.steps["consumer"].add(LocationQueues)

@@ -6,6 +6,7 @@ service: SQLite and a filesystem Celery broker under ``./var/``.
 Misconfiguration is reported by the system checks in ``quay_geo/checks.py``.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -15,7 +16,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
 # --- Local state ------------------------------------------------------------------------------
-VAR_DIR = Path(env.str("QUAY_GEO_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR = BASE_DIR / env.str("QUAY_GEO_VAR_DIR", default="var")  # absolute values stay absolute
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 # --- Core (https://docs.djangoproject.com/en/5.2/ref/settings/#core-settings) ------------------
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
@@ -79,7 +81,8 @@ DATABASES = {
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so that server processes started by end-to-end tests share it.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    # One file per test run, so that concurrent runs never share one.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
@@ -121,6 +124,20 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_CREATE_MISSING_QUEUES = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "reconcile": {
+        "task": "replication.reconcile",
+        "schedule": env.float("QUAY_GEO_RECONCILE_SECONDS", default=60.0),
+    },
+    "collect-garbage": {
+        "task": "replication.collect_garbage",
+        "schedule": env.float("QUAY_GEO_GC_INTERVAL_SECONDS", default=900.0),
+    },
+}
 
 # --- Django REST framework (https://www.django-rest-framework.org/api-guide/settings/) ----------
 REST_FRAMEWORK = {
@@ -132,6 +149,20 @@ REST_FRAMEWORK = {
 # --- Storage replication (../docs/architecture.md) ---------------------------------------------
 # Location IDs this process prefers, in order (spaces or commas). Empty: the stored order.
 QUAY_DISTRIBUTED_STORAGE_PREFERENCE = env.str("QUAY_DISTRIBUTED_STORAGE_PREFERENCE", default="")
+# Secrets of engines are encrypted with this key (default: derived from DJANGO_SECRET_KEY).
+QUAY_GEO_ENCRYPTION_KEY = env.str("QUAY_GEO_ENCRYPTION_KEY", default="")
+# How a copy is verified: "readback" re-reads the target (default), "stream" trusts the
+# digest computed while streaming plus the target's size.
+QUAY_GEO_REPLICATION_VERIFY = env.str("QUAY_GEO_REPLICATION_VERIFY", default="readback")
+QUAY_GEO_REPLICATION_LEASE_SECONDS = env.int("QUAY_GEO_REPLICATION_LEASE_SECONDS", default=300)
+QUAY_GEO_REPLICATION_MAX_ATTEMPTS = env.int("QUAY_GEO_REPLICATION_MAX_ATTEMPTS", default=8)
+QUAY_GEO_REPLICATION_BACKOFF_BASE = env.float("QUAY_GEO_REPLICATION_BACKOFF_BASE", default=5.0)
+QUAY_GEO_REPLICATION_BACKOFF_MAX = env.float("QUAY_GEO_REPLICATION_BACKOFF_MAX", default=3600.0)
+QUAY_GEO_RECONCILE_LOST_AFTER = env.int("QUAY_GEO_RECONCILE_LOST_AFTER", default=300)
+QUAY_GEO_GC_GRACE_SECONDS = env.int("QUAY_GEO_GC_GRACE_SECONDS", default=24 * 3600)
+QUAY_GEO_UPLOAD_EXPIRY_SECONDS = env.int("QUAY_GEO_UPLOAD_EXPIRY_SECONDS", default=24 * 3600)
+QUAY_GEO_BREAKER_FAILURES = env.int("QUAY_GEO_BREAKER_FAILURES", default=3)
+QUAY_GEO_BREAKER_SECONDS = env.float("QUAY_GEO_BREAKER_SECONDS", default=30.0)
 
 # --- Logging ------------------------------------------------------------------------------------
 LOGGING = {

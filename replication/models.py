@@ -34,6 +34,10 @@ class ReplicationSettings(models.Model):
 
     storage_replication_enabled = models.BooleanField(default=False)
     config_version = models.PositiveBigIntegerField(default=1)
+    #: Bumped when the targets of blobs may have changed (defaults, namespace targets).
+    targets_version = models.PositiveBigIntegerField(default=1)
+    #: The targets_version the reconciler last brought placements in line with.
+    reconciled_targets_version = models.PositiveBigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -124,6 +128,12 @@ class Placement(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
     copy_method = models.CharField(max_length=8, blank=True, default="")
+    copy_seconds = models.FloatField(null=True, blank=True)
+    #: When a task for this placement was last handed to the broker (None: never).
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    backfill_run = models.ForeignKey(
+        "BackfillRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="placements"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -173,3 +183,32 @@ class Tombstone(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["location", "key"], name="tombstone_unique_location_key"),
         ]
+
+
+class BackfillRun(models.Model):
+    """One backfill: what it planned, so its progress can be followed."""
+
+    location = models.ForeignKey(
+        StorageLocation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    namespace = models.CharField(max_length=255, blank=True, default="")
+    planned = models.PositiveBigIntegerField(default=0)
+    started_at = models.DateTimeField(auto_now_add=True)
+    planned_at = models.DateTimeField(null=True, blank=True)
+    started_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["-started_at"]
+
+
+class InstanceHeartbeat(models.Model):
+    """A running web or worker process, and which locations it reached on its last probe."""
+
+    instance_id = models.CharField(max_length=200, unique=True)
+    host = models.CharField(max_length=200)
+    role = models.CharField(max_length=16)
+    preference = models.CharField(max_length=500, blank=True, default="")
+    version = models.CharField(max_length=32, blank=True, default="")
+    reachable = models.JSONField(default=dict, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    seen_at = models.DateTimeField()

@@ -1,5 +1,7 @@
 """Reads about locations and placements, with the per-process engine cache."""
 
+import hashlib
+import json
 import threading
 from dataclasses import dataclass
 
@@ -30,7 +32,14 @@ class LocationConfig:
 
 _lock = threading.Lock()
 _config: LocationConfig | None = None
-_engines: dict[tuple[str, int], StorageEngine] = {}
+#: Engines by (location ID, fingerprint of kind and options): a configuration change rebuilds
+#: only the engines whose own settings changed.
+_engines: dict[tuple[str, str], StorageEngine] = {}
+
+
+def _fingerprint(location: StorageLocation) -> str:
+    raw = json.dumps([location.kind, location.options, location.secrets], sort_keys=True)
+    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 def config_current() -> LocationConfig:
@@ -44,15 +53,15 @@ def config_current() -> LocationConfig:
         if _config is None or _config.version != row.config_version:
             locations = tuple(StorageLocation.objects.order_by("rank", "location_id"))
             _config = LocationConfig(row.config_version, row.storage_replication_enabled, locations)
-            for key in [k for k in _engines if k[1] != row.config_version]:
+            current = {(loc.location_id, _fingerprint(loc)) for loc in locations}
+            for key in [k for k in _engines if k not in current]:
                 del _engines[key]
         return _config
 
 
-def location_engine(location: StorageLocation, *, version: int | None = None) -> StorageEngine:
-    """Return the (cached) engine of a location for the current configuration version."""
-    version = config_current().version if version is None else version
-    key = (location.location_id, version)
+def location_engine(location: StorageLocation) -> StorageEngine:
+    """Return the (cached) engine of a location, rebuilt when its settings change."""
+    key = (location.location_id, _fingerprint(location))
     engine = _engines.get(key)
     if engine is None:
         with _lock:
@@ -89,3 +98,11 @@ def placements_present(blob: Blob) -> list[Placement]:
         Placement.objects.filter(blob=blob, state=PlacementState.PRESENT).select_related("location")
     )
     return sorted(present, key=lambda p: order.get(p.location_id, len(order)))
+
+
+def cache_clear() -> None:
+    """Forget the cached configuration and engines (tests, or after a restore)."""
+    global _config
+    with _lock:
+        _config = None
+        _engines.clear()

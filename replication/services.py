@@ -1,7 +1,10 @@
-"""Writes about where bytes live: locations, blob commits, placements."""
+"""Writes about where bytes live: locations, blob commits, placements and their tasks."""
 
+import logging
+from collections.abc import Iterable
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -9,15 +12,30 @@ from django.utils import timezone
 from storage_engines.options import options_clean
 from storage_engines.registry import engine_class
 
-from .models import Blob, Placement, PlacementState, ReplicationSettings, StorageLocation
+from .models import (
+    Blob,
+    NamespaceReplication,
+    Placement,
+    PlacementState,
+    ReplicationSettings,
+    StorageLocation,
+)
+from .targets import LOCAL_REFUSED, targets_of_blobs
+
+logger = logging.getLogger(__name__)
 
 
-def config_version_bump(*, user: Any = None) -> int:
+def config_version_bump(*, user: Any = None, targets_changed: bool = False) -> int:
     """Increment the configuration version so every instance reloads it; return the new one."""
     ReplicationSettings.load()
-    ReplicationSettings.objects.filter(pk=1).update(
-        config_version=F("config_version") + 1, updated_at=timezone.now(), updated_by=user
-    )
+    changes: dict[str, Any] = {
+        "config_version": F("config_version") + 1,
+        "updated_at": timezone.now(),
+        "updated_by": user,
+    }
+    if targets_changed:
+        changes["targets_version"] = F("targets_version") + 1
+    ReplicationSettings.objects.filter(pk=1).update(**changes)
     return ReplicationSettings.load().config_version
 
 
@@ -32,6 +50,8 @@ def location_create(
 ) -> StorageLocation:
     """Validate the engine options and store a new location."""
     cleaned = options_clean(engine_class(kind).options_form, options)
+    if kind == "local" and ReplicationSettings.load().storage_replication_enabled:
+        raise ValidationError(LOCAL_REFUSED)
     location = StorageLocation(
         location_id=location_id,
         kind=kind,
@@ -43,20 +63,35 @@ def location_create(
     location.full_clean()
     with transaction.atomic():
         location.save()
-        config_version_bump()
+        config_version_bump(targets_changed=replicate_by_default)
     return location
 
 
 def replication_enable(*, enabled: bool, user: Any = None) -> None:
-    """Turn storage replication on or off."""
+    """Turn storage replication on or off; refused while a local location exists."""
+    if enabled and StorageLocation.objects.filter(kind="local").exists():
+        raise ValidationError(LOCAL_REFUSED)
     with transaction.atomic():
         ReplicationSettings.load()
         ReplicationSettings.objects.filter(pk=1).update(storage_replication_enabled=enabled)
-        config_version_bump(user=user)
+        config_version_bump(user=user, targets_changed=True)
+
+
+def namespace_targets_set(*, namespace: Any, location_ids: Iterable[str], user: Any = None) -> None:
+    """Make ``location_ids`` the extra target locations of a namespace."""
+    wanted = list(StorageLocation.objects.filter(location_id__in=list(location_ids)))
+    local = [loc.location_id for loc in wanted if loc.kind == "local"]
+    if local:
+        raise ValidationError(LOCAL_REFUSED)
+    with transaction.atomic():
+        NamespaceReplication.objects.filter(namespace=namespace).exclude(location__in=wanted).delete()
+        for location in wanted:
+            NamespaceReplication.objects.get_or_create(namespace=namespace, location=location)
+        config_version_bump(user=user, targets_changed=True)
 
 
 def blob_commit(*, digest: str, size: int, sha256: str, location: StorageLocation) -> Blob:
-    """Record that ``location`` holds verified bytes of a blob; return the blob."""
+    """Record that ``location`` holds verified bytes of a blob, then plan its replication."""
     with transaction.atomic():
         blob, _ = Blob.objects.get_or_create(digest=digest, defaults={"size": size, "sha256": sha256})
         Placement.objects.update_or_create(
@@ -71,4 +106,67 @@ def blob_commit(*, digest: str, size: int, sha256: str, location: StorageLocatio
                 "next_attempt_at": None,
             },
         )
+        placements_ensure(blob_ids=[blob.pk])
     return blob
+
+
+def placements_ensure(*, blob_ids: Iterable[int], priority: bool = False) -> list[int]:
+    """Create the missing ``pending`` placements of these blobs and enqueue them on commit."""
+    targets = targets_of_blobs(blob_ids)
+    if not targets:
+        return []
+    existing = set(
+        Placement.objects.filter(blob_id__in=list(targets)).values_list("blob_id", "location_id")
+    )
+    new = [
+        Placement(blob_id=blob_id, location_id=location_id, state=PlacementState.PENDING)
+        for blob_id, location_ids in targets.items()
+        for location_id in location_ids
+        if (blob_id, location_id) not in existing
+    ]
+    Placement.objects.bulk_create(new, ignore_conflicts=True)
+    created = list(
+        Placement.objects.filter(
+            blob_id__in=list(targets), state=PlacementState.PENDING, enqueued_at__isnull=True
+        ).values_list("pk", flat=True)
+    )
+    placements_enqueue(placement_ids=created, priority=priority)
+    return created
+
+
+def placements_enqueue(*, placement_ids: Iterable[int], priority: bool = False) -> None:
+    """Hand one replication task per placement to the broker once the transaction commits."""
+    ids = list(placement_ids)
+    if not ids:
+        return
+    from .tasks import replicate_blob_send
+
+    def send() -> None:
+        routes = dict(
+            Placement.objects.filter(pk__in=ids).values_list("pk", "location__location_id")
+        )
+        for placement_id in ids:
+            if placement_id in routes:
+                replicate_blob_send(placement_id, routes[placement_id], priority=priority)
+        Placement.objects.filter(pk__in=ids).update(enqueued_at=timezone.now())
+
+    transaction.on_commit(send)
+
+
+def placement_retry(*, placement_ids: Iterable[int]) -> int:
+    """Send failed placements back to ``pending`` and enqueue them; return how many."""
+    ids = list(
+        Placement.objects.filter(pk__in=list(placement_ids), state=PlacementState.FAILED).values_list(
+            "pk", flat=True
+        )
+    )
+    with transaction.atomic():
+        Placement.objects.filter(pk__in=ids).update(
+            state=PlacementState.PENDING,
+            attempts=0,
+            error_permanent=False,
+            next_attempt_at=None,
+            enqueued_at=None,
+        )
+        placements_enqueue(placement_ids=ids)
+    return len(ids)

@@ -172,10 +172,16 @@ class StorageEngine(ABC):
         state = copy.deepcopy(state)
         source = HashingReader(stream, limit=length)
         with tempfile.SpooledTemporaryFile(max_size=state["part_size"]) as pending:
-            buffered = self._parts_feed(state, source, pending, self._tail_take(state, pending))
+            old_tail = self._tail_read(state, pending)
+            buffered = self._parts_feed(state, source, pending, int(state["tail"]))
             if length is not None and source.size != length:
                 raise StorageError(f"stream ended after {source.size} of {length} bytes")
+            state["tail"] = 0
             self._remainder_store(state, pending, buffered)
+        # Only now is the old tail no longer needed: a failed append can be retried from the
+        # caller's previous state, which still names it.
+        if old_tail is not None:
+            self.delete(old_tail)
         return state
 
     def _parts_feed(self, state: UploadState, source: Readable, pending: IO[bytes], buffered: int) -> int:
@@ -194,9 +200,12 @@ class StorageEngine(ABC):
         state = copy.deepcopy(state)
         size = self.upload_size(state)
         with tempfile.SpooledTemporaryFile(max_size=state.get("part_size", self.part_size)) as last:
-            last_size = self._tail_take(state, last)
+            old_tail = self._tail_read(state, last)
+            last_size = int(state["tail"])
             last.seek(0)
             self._session_complete(state, key, last if last_size else None, last_size)
+        if old_tail is not None:
+            self.delete(old_tail)
         return size
 
     def upload_abort(self, state: UploadState) -> None:
@@ -237,18 +246,15 @@ class StorageEngine(ABC):
             self.write_small(upload_key(state["upload_id"], f"tail-{state['tails']}"), pending, size)
             state["tail"] = size
 
-    def _tail_take(self, state: UploadState, into: IO[bytes]) -> int:
-        """Move the staged tail object, if any, into ``into``; return its size."""
-        size = int(state.get("tail", 0))
-        if not size:
-            return 0
+    def _tail_read(self, state: UploadState, into: IO[bytes]) -> str | None:
+        """Copy the staged tail object, if any, into ``into``; return its key."""
+        if not int(state.get("tail", 0)):
+            return None
         key = upload_key(state["upload_id"], f"tail-{state['tails']}")
         with self.read(key) as stream:
             for chunk in stream:
                 into.write(chunk)
-        self.delete(key)
-        state["tail"] = 0
-        return size
+        return key
 
     def write_small(self, key: str, data: IO[bytes], size: int) -> None:
         """Write an object known to fit one part (a staged tail, a probe object)."""
@@ -274,15 +280,18 @@ class StorageEngine(ABC):
 
     def probe(self, *, timeout: float = 5.0) -> None:
         """Check the container exists and a small object can be written, read and deleted."""
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            future = pool.submit(self._probe_once)
-            try:
-                future.result(timeout=timeout)
-            except concurrent.futures.TimeoutError:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise StorageUnavailable(
-                    f"cannot connect to {self.location_id} within {timeout:g} s"
-                ) from None
+        # Not a ``with`` block: leaving one waits for the thread, and a hung endpoint must not
+        # hold the caller past its timeout.
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe")
+        future = pool.submit(self._probe_once)
+        try:
+            future.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            raise StorageUnavailable(
+                f"cannot connect to {self.location_id} within {timeout:g} s"
+            ) from None
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _probe_once(self) -> None:
         self._check_container()

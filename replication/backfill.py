@@ -1,0 +1,154 @@
+"""Backfill: bring existing blobs to the locations that should hold them, set-wise."""
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from .models import BackfillRun, Placement, PlacementState, StorageLocation
+from .services import placements_enqueue
+from .targets import blobs_missing_at, target_locations
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 2000
+
+
+@dataclass
+class Plan:
+    """Missing placements found (dry run) or created, per location."""
+
+    per_location: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_location.values())
+
+
+def backfill_locations(location_id: str | None = None) -> list[StorageLocation]:
+    """Return the target locations a backfill covers; raise LookupError for an unknown ID."""
+    locations = target_locations()
+    if location_id is None:
+        return locations
+    chosen = [loc for loc in locations if loc.location_id == location_id]
+    if not chosen:
+        if not StorageLocation.objects.filter(location_id=location_id).exists():
+            raise LookupError(f"no storage location {location_id!r}")
+        raise LookupError(
+            f"{location_id!r} is not a target of any blob: mark it 'replicate by default' "
+            "or give it to a namespace"
+        )
+    return chosen
+
+
+def backfill_plan(
+    *,
+    dry_run: bool,
+    location_id: str | None = None,
+    namespace: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    run: BackfillRun | None = None,
+) -> Plan:
+    """Find missing (blob, target) placements by keyset pages; unless ``dry_run``, create them."""
+    plan = Plan()
+    for location in backfill_locations(location_id):
+        missing = blobs_missing_at(location, namespace=namespace).order_by("pk")
+        last = 0
+        while True:
+            ids = list(missing.filter(pk__gt=last).values_list("pk", flat=True)[:batch_size])
+            if not ids:
+                break
+            last = ids[-1]
+            plan.per_location[location.location_id] += len(ids)
+            if not dry_run:
+                _placements_create(location, ids, run)
+    if run is not None:
+        # Count what this run created: a placement someone else made meanwhile is not its work.
+        created = Placement.objects.filter(backfill_run=run).count()
+        BackfillRun.objects.filter(pk=run.pk).update(planned=created, planned_at=timezone.now())
+    return plan
+
+
+def _placements_create(location: StorageLocation, blob_ids: list[int], run: BackfillRun | None) -> None:
+    with transaction.atomic():
+        Placement.objects.bulk_create(
+            [
+                Placement(
+                    blob_id=blob_id,
+                    location=location,
+                    state=PlacementState.PENDING,
+                    backfill_run=run,
+                )
+                for blob_id in blob_ids
+            ],
+            ignore_conflicts=True,
+        )
+        new = Placement.objects.filter(
+            location=location,
+            blob_id__in=blob_ids,
+            state=PlacementState.PENDING,
+            enqueued_at__isnull=True,
+        ).values_list("pk", flat=True)
+        placements_enqueue(placement_ids=list(new))
+
+
+def backfill_start(
+    *, location_id: str | None = None, namespace: str | None = None, started_by: str = ""
+) -> BackfillRun:
+    """Record a backfill run (its planning happens in ``backfill_execute``)."""
+    backfill_locations(location_id)  # raises LookupError for an unknown or non-target location
+    location = (
+        StorageLocation.objects.filter(location_id=location_id).first() if location_id else None
+    )
+    return BackfillRun.objects.create(
+        location=location, namespace=namespace or "", started_by=started_by
+    )
+
+
+def backfill_execute(*, run_id: int, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+    """Plan and enqueue a recorded run; return how many placements it created."""
+    run = BackfillRun.objects.select_related("location").get(pk=run_id)
+    plan = backfill_plan(
+        dry_run=False,
+        location_id=run.location.location_id if run.location else None,
+        namespace=run.namespace or None,
+        batch_size=batch_size,
+        run=run,
+    )
+    logger.info("backfill run %s planned %s placements", run.pk, plan.total)
+    return plan.total
+
+
+@dataclass(frozen=True)
+class Progress:
+    planned: int
+    present: int
+    failed: int
+    remaining: int
+    planning: bool
+
+    @property
+    def done(self) -> bool:
+        return not self.planning and self.remaining == 0
+
+    @property
+    def percent(self) -> float:
+        return 100.0 if self.planned == 0 else 100.0 * (self.present + self.failed) / self.planned
+
+
+def backfill_progress(*, run_id: int) -> Progress:
+    """Return how far a run has come, from its placements' states."""
+    run = BackfillRun.objects.get(pk=run_id)
+    states: dict[str, int] = dict(
+        Placement.objects.filter(backfill_run_id=run_id)
+        .values("state")
+        .annotate(n=Count("pk"))
+        .values_list("state", "n")
+    )
+    present = states.get(PlacementState.PRESENT, 0)
+    failed = states.get(PlacementState.FAILED, 0)
+    remaining = states.get(PlacementState.PENDING, 0) + states.get(PlacementState.COPYING, 0)
+    return Progress(run.planned, present, failed, remaining, run.planned_at is None)

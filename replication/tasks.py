@@ -1,0 +1,69 @@
+"""Celery tasks: thin adapters that take ids and call one idempotent service."""
+
+import logging
+
+from celery import shared_task
+
+from .copying import blob_replicate
+
+logger = logging.getLogger(__name__)
+
+#: Placements a pull found missing in the instance's own location jump this short queue.
+PRIORITY_QUEUE = "replicate.priority"
+
+
+def queue_of(location_id: str) -> str:
+    """Return the queue of replication tasks into one location (e.g. ``replicate.eu_gcs``)."""
+    return f"replicate.{location_id}"
+
+
+def replicate_blob_send(
+    placement_id: int, location_id: str, *, priority: bool = False, countdown: float | None = None
+) -> None:
+    """Send one replication task to the queue of its target location."""
+    replicate_blob.apply_async(
+        args=[placement_id],
+        queue=PRIORITY_QUEUE if priority else queue_of(location_id),
+        countdown=countdown,
+    )
+
+
+@shared_task(name="replication.replicate_blob", acks_late=True, ignore_result=True)
+def replicate_blob(placement_id: int) -> str:
+    """Replicate one placement; transient failures come back after a jittered backoff."""
+    outcome = blob_replicate(placement_id=placement_id)
+    if outcome.status == "retry" and outcome.retry_in is not None:
+        from .models import Placement
+
+        location_id = (
+            Placement.objects.filter(pk=placement_id)
+            .values_list("location__location_id", flat=True)
+            .first()
+        )
+        if location_id is not None:
+            replicate_blob_send(placement_id, location_id, countdown=outcome.retry_in)
+    return outcome.status
+
+
+@shared_task(name="replication.reconcile", ignore_result=True)
+def reconcile() -> dict[str, int]:
+    """Bring placements back in line with their targets and recover lost tasks."""
+    from .reconcile import placements_reconcile
+
+    return placements_reconcile()
+
+
+@shared_task(name="replication.backfill", ignore_result=True)
+def backfill(run_id: int) -> int:
+    """Plan and enqueue a backfill started from the panel."""
+    from .backfill import backfill_execute
+
+    return backfill_execute(run_id=run_id)
+
+
+@shared_task(name="replication.collect_garbage", ignore_result=True)
+def collect_garbage() -> dict[str, int]:
+    """Delete unreferenced blobs and their bytes; abort abandoned uploads."""
+    from .gc import garbage_collect
+
+    return garbage_collect()

@@ -1,0 +1,184 @@
+"""Backfill, namespace targets, garbage collection and location removal."""
+
+import io
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from registry.models import Manifest, ManifestBlob, Namespace, Repository
+from replication.gc import garbage_collect
+from replication.models import Blob, Placement, PlacementState, StorageLocation, Tombstone
+from replication.reconcile import placements_reconcile
+from replication.selectors import location_engine
+from replication.services import (
+    location_create,
+    namespace_targets_set,
+    placements_ensure,
+    replication_enable,
+)
+from storage_engines.keys import content_key
+
+pytestmark = pytest.mark.django_db
+
+MakeBlob = Callable[..., tuple[Blob, bytes]]
+
+
+@pytest.fixture
+def us_only(db: Any) -> StorageLocation:
+    us = location_create(location_id="us_mem", kind="memory", options={}, replicate_by_default=True)
+    replication_enable(enabled=True)
+    return us
+
+
+def reference(blob: Blob, namespace: str = "acme") -> Manifest:
+    ns, _ = Namespace.objects.get_or_create(name=namespace, defaults={"kind": "org"})
+    repo, _ = Repository.objects.get_or_create(namespace=ns, name="app")
+    manifest = Manifest.objects.create(
+        repository=repo,
+        digest=f"sha256:{blob.pk:064x}",
+        media_type="application/vnd.oci.image.manifest.v1+json",
+        content=b"{}",
+        size=2,
+    )
+    ManifestBlob.objects.create(manifest=manifest, blob=blob)
+    return manifest
+
+
+def run(*args: str) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_backfill_brings_existing_blobs_to_a_new_default_location(
+    us_only: StorageLocation, committed_blob: MakeBlob, django_capture_on_commit_callbacks: Any
+) -> None:
+    blobs = [committed_blob(us_only)[0] for _ in range(30)]
+    eu = location_create(location_id="eu_mem", kind="memory", options={}, replicate_by_default=True)
+
+    dry = run("backfillreplication", "--dry-run", "--batch-size", "7")
+    assert "eu_mem: 30 placements missing" in dry
+    assert not Placement.objects.filter(location=eu).exists(), "a dry run writes nothing"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        first = run("backfillreplication", "--batch-size", "7")
+    assert "30 placements created" in first
+    assert Placement.objects.filter(location=eu, state=PlacementState.PRESENT).count() == 30
+    for blob in blobs:
+        assert location_engine(eu).stat(content_key(blob.digest)) is not None
+
+    second = run("backfillreplication")
+    assert "0 placements created" in second
+
+
+def test_backfill_refuses_when_replication_is_disabled(db: Any) -> None:
+    location_create(location_id="us_mem", kind="memory", options={}, replicate_by_default=True)
+
+    with pytest.raises(CommandError, match="disabled"):
+        run("backfillreplication")
+
+
+def test_backfill_rejects_an_unknown_location(us_only: StorageLocation) -> None:
+    with pytest.raises(CommandError, match="no storage location 'mars'"):
+        run("backfillreplication", "--location", "mars")
+
+
+def test_namespace_target_reaches_only_that_namespaces_blobs(
+    us_only: StorageLocation, committed_blob: MakeBlob, django_capture_on_commit_callbacks: Any
+) -> None:
+    ap = location_create(location_id="ap_mem", kind="memory", options={})
+    ours, theirs = committed_blob(us_only)[0], committed_blob(us_only)[0]
+    reference(ours, "acme")
+    reference(theirs, "other")
+    namespace_targets_set(namespace=Namespace.objects.get(name="acme"), location_ids=["ap_mem"])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        counts = placements_reconcile()
+
+    assert counts["planned"] == 1
+    assert Placement.objects.get(blob=ours, location=ap).state == PlacementState.PRESENT
+    assert not Placement.objects.filter(blob=theirs, location=ap).exists()
+
+
+def test_manifest_push_rechecks_targets_of_its_blobs(
+    us_only: StorageLocation, committed_blob: MakeBlob, django_capture_on_commit_callbacks: Any
+) -> None:
+    ap = location_create(location_id="ap_mem", kind="memory", options={})
+    namespace = Namespace.objects.create(name="acme", kind="org")
+    namespace_targets_set(namespace=namespace, location_ids=["ap_mem"])
+    blob, _ = committed_blob(us_only)  # pushed before any manifest names it
+    assert not Placement.objects.filter(blob=blob, location=ap).exists()
+    reference(blob, "acme")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        placements_ensure(blob_ids=[blob.pk])
+
+    assert Placement.objects.get(blob=blob, location=ap).state == PlacementState.PRESENT
+
+
+def test_garbage_collection_deletes_rows_then_bytes_everywhere(
+    db: Any, committed_blob: MakeBlob
+) -> None:
+    us = location_create(location_id="us_mem", kind="memory", options={}, replicate_by_default=True)
+    eu = location_create(location_id="eu_mem", kind="memory", options={}, replicate_by_default=True)
+    replication_enable(enabled=True)
+    orphan, _ = committed_blob(us)
+    kept, _ = committed_blob(us)
+    reference(kept)
+    fresh, _ = committed_blob(us)
+    Blob.objects.filter(pk__in=[orphan.pk, kept.pk]).update(created_at=timezone.now() - timedelta(days=2))
+
+    result = garbage_collect()
+
+    assert result["blobs"] == 1
+    assert not Blob.objects.filter(pk=orphan.pk).exists()
+    assert Blob.objects.filter(pk__in=[kept.pk, fresh.pk]).count() == 2, "referenced or young"
+    assert result["bytes_deleted"] == 2
+    for location in (us, eu):
+        assert location_engine(location).stat(content_key(orphan.digest)) is None
+        assert location_engine(location).stat(content_key(kept.digest)) is not None
+    assert not Tombstone.objects.exists()
+
+
+def test_garbage_collection_retries_failed_byte_deletes(
+    us_only: StorageLocation, committed_blob: MakeBlob, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage_engines.errors import StorageUnavailable
+
+    orphan, _ = committed_blob(us_only)
+    Blob.objects.filter(pk=orphan.pk).update(created_at=timezone.now() - timedelta(days=2))
+    engine = location_engine(us_only)
+    real_delete = engine.delete
+
+    def down(key: str) -> None:
+        raise StorageUnavailable("endpoint down")
+
+    monkeypatch.setattr(engine, "delete", down)
+    assert garbage_collect()["bytes_failing"] == 1
+    tombstone = Tombstone.objects.get()
+    assert tombstone.attempts == 1 and tombstone.next_attempt_at is not None
+
+    monkeypatch.setattr(engine, "delete", real_delete)
+    Tombstone.objects.update(next_attempt_at=timezone.now())
+    assert garbage_collect()["bytes_deleted"] == 1
+    assert engine.stat(content_key(orphan.digest)) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_removelocation_replicate_first_copies_sole_copies_then_removes(
+    committed_blob: MakeBlob,
+) -> None:
+    us = location_create(location_id="us_mem", kind="memory", options={})
+    eu = location_create(location_id="eu_mem", kind="memory", options={}, replicate_by_default=True)
+    blob, data = committed_blob(us)
+
+    out = run("removelocation", "us_mem", "--replicate-first", "--timeout", "30")
+
+    assert "replicated 1 blobs" in out
+    assert not StorageLocation.objects.filter(location_id="us_mem").exists()
+    assert Placement.objects.get(blob=blob, location=eu).state == PlacementState.PRESENT
+    assert b"".join(location_engine(eu).read(content_key(blob.digest))) == data
