@@ -142,13 +142,18 @@ class Progress:
 def backfill_progress(*, run_id: int) -> Progress:
     """Return how far a run has come, from its placements' states."""
     run = BackfillRun.objects.get(pk=run_id)
-    states: dict[str, int] = dict(
+    rows = (
         Placement.objects.filter(backfill_run_id=run_id)
-        .values("state")
+        .values("state", "error_permanent")
         .annotate(n=Count("pk"))
-        .values_list("state", "n")
+        .values_list("state", "error_permanent", "n")
     )
-    present = states.get(PlacementState.PRESENT, 0)
-    failed = states.get(PlacementState.FAILED, 0)
-    remaining = states.get(PlacementState.PENDING, 0) + states.get(PlacementState.COPYING, 0)
+    present = failed = remaining = 0
+    for state, permanent, count in rows:
+        if state == PlacementState.PRESENT:
+            present += count
+        elif state == PlacementState.FAILED and permanent:
+            failed += count
+        else:  # pending, copying, or a transient failure that will be retried
+            remaining += count
     return Progress(run.planned, present, failed, remaining, run.planned_at is None)

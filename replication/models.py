@@ -212,3 +212,16 @@ class InstanceHeartbeat(models.Model):
     reachable = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     seen_at = models.DateTimeField()
+
+
+class AuditEntry(models.Model):
+    """Who changed the storage configuration, when, and what (secrets masked)."""
+
+    actor = models.CharField(max_length=150)
+    action = models.CharField(max_length=64)
+    changes = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "audit entries"

@@ -222,7 +222,7 @@ def test_session_abort_leaves_nothing_behind(subject: EngineUnderTest) -> None:
 
 # --- copies ----------------------------------------------------------------------------------------
 
-SERVER_SIDE = {("s3", "s3"), ("gcs", "gcs"), ("swift", "swift")}
+SERVER_SIDE = {("s3", "s3"), ("radosgw", "radosgw"), ("gcs", "gcs"), ("swift", "swift")}
 
 
 @pytest.mark.parametrize(("source_kind", "target_kind"), list(itertools.product(KINDS, KINDS)))
