@@ -40,7 +40,7 @@ class LocationQueues(bootsteps.StartStopStep):
         self.timer_ref: Any = None
 
     def start(self, parent: Any) -> None:
-        if parent.app.amqp.queues._consume_from is not None:  # noqa: SLF001 - set by -Q
+        if parent.app.amqp.queues._consume_from is not None:
             return
         self.refresh(parent)
         self.timer_ref = parent.timer.call_repeatedly(30.0, self.refresh, (parent,), priority=10)
@@ -54,7 +54,7 @@ class LocationQueues(bootsteps.StartStopStep):
 
         try:
             names = replication_queue_names()
-        except Exception:  # noqa: BLE001 - a database hiccup must not stop the worker
+        except Exception:
             logger.exception("could not list replication queues")
             return
         finally:

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, register
+from django.core.exceptions import ImproperlyConfigured
 
 LOCATION_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -17,19 +18,24 @@ def preference_ids(raw: str) -> list[str]:
 
 @register(Tags.security, deploy=False)
 def check_secret_key(app_configs: Sequence[Any] | None, **kwargs: Any) -> list[CheckMessage]:
-    if settings.SECRET_KEY:
-        return []
+    try:
+        if settings.SECRET_KEY:
+            return []
+    except ImproperlyConfigured:  # Django refuses to hand out an empty key
+        pass
     return [
         Error(
             "DJANGO_SECRET_KEY is not set.",
-            hint="Set DJANGO_SECRET_KEY to a long random value (or DJANGO_DEBUG=1 for development).",
+            hint="Set DJANGO_SECRET_KEY to a long random value (DJANGO_DEBUG=1 for development).",
             id="quay_geo.E001",
         )
     ]
 
 
 @register()
-def check_storage_preference(app_configs: Sequence[Any] | None, **kwargs: Any) -> list[CheckMessage]:
+def check_storage_preference(
+    app_configs: Sequence[Any] | None, **kwargs: Any
+) -> list[CheckMessage]:
     bad = [
         part
         for part in preference_ids(settings.QUAY_DISTRIBUTED_STORAGE_PREFERENCE)

@@ -75,9 +75,7 @@ TEMPLATES = [
 
 # --- Database (https://django-environ.readthedocs.io/en/latest/types.html#environ-env-db-url) --
 DATABASES = {
-    "default": env.db_url(
-        "DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'quay-geo.sqlite3'}"
-    ),
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'quay-geo.sqlite3'}"),
 }
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -100,6 +98,7 @@ X_FRAME_OPTIONS = "DENY"
 # --- Static files (https://docs.djangoproject.com/en/5.2/howto/static-files/) ------------------
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -145,7 +144,7 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- Django REST framework (https://www.django-rest-framework.org/api-guide/settings/) ----------
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, object] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
@@ -168,6 +167,8 @@ QUAY_GEO_GC_GRACE_SECONDS = env.int("QUAY_GEO_GC_GRACE_SECONDS", default=24 * 36
 QUAY_GEO_UPLOAD_EXPIRY_SECONDS = env.int("QUAY_GEO_UPLOAD_EXPIRY_SECONDS", default=24 * 3600)
 QUAY_GEO_BREAKER_FAILURES = env.int("QUAY_GEO_BREAKER_FAILURES", default=3)
 QUAY_GEO_BREAKER_SECONDS = env.float("QUAY_GEO_BREAKER_SECONDS", default=30.0)
+# When set, /metrics requires "Authorization: Bearer <token>".
+QUAY_GEO_METRICS_TOKEN = env.str("QUAY_GEO_METRICS_TOKEN", default="")
 
 # --- Logging ------------------------------------------------------------------------------------
 LOGGING = {

@@ -6,5 +6,7 @@ from . import views
 
 urlpatterns = [
     path("health/instance", views.health_instance, name="health-instance"),
+    path("health/endtoend", views.health_endtoend, name="health-endtoend"),
+    path("metrics", views.metrics, name="metrics"),
     path("", include("registry.urls")),
 ]

@@ -1,16 +1,92 @@
-"""Process-level endpoints that belong to no app."""
+"""Process-level endpoints: health checks for load balancers, and Prometheus metrics."""
 
+import concurrent.futures
+from typing import Any
+
+from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from replication.metrics import metrics_lines
+from replication.selectors import (
+    PreferenceError,
+    config_current,
+    location_engine,
+    preference_of_instance,
+)
+from storage_engines.errors import StorageError
+
+PROBE_TIMEOUT = 5.0
 
 
-def health_instance(request: HttpRequest) -> JsonResponse:
-    """Answer whether this instance reaches its database."""
+def _database() -> dict[str, Any]:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-        database_ok = True
-    except Exception:  # noqa: BLE001 - any database failure means unhealthy
-        database_ok = False
-    status = 200 if database_ok else 503
-    return JsonResponse({"status": "ok" if database_ok else "fail", "database": database_ok}, status=status)
+    except Exception as exc:  # noqa: BLE001 - any database failure means unhealthy
+        return {"ok": False, "error": type(exc).__name__}
+    return {"ok": True}
+
+
+def _broker() -> dict[str, Any]:
+    from quay_geo.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception as exc:  # noqa: BLE001 - any broker failure means unhealthy
+        return {"ok": False, "error": type(exc).__name__}
+    return {"ok": True}
+
+
+def _probe_all(locations: list[Any]) -> dict[str, dict[str, Any]]:
+    def probe(location: Any) -> dict[str, Any]:
+        try:
+            location_engine(location).probe(timeout=PROBE_TIMEOUT)
+        except StorageError as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True}
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(locations))) as pool:
+        results = pool.map(probe, locations)
+        return {loc.location_id: result for loc, result in zip(locations, results, strict=True)}
+
+
+def _answer(checks: dict[str, Any]) -> JsonResponse:
+    healthy = all(
+        check.get("ok", False) if "ok" in check else all(v["ok"] for v in check.values())
+        for check in checks.values()
+    )
+    return JsonResponse(
+        {"status": "ok" if healthy else "fail", **checks}, status=200 if healthy else 503
+    )
+
+
+def health_instance(request: HttpRequest) -> JsonResponse:
+    """Answer whether this instance reaches its database, broker and preferred storage."""
+    checks: dict[str, Any] = {"database": _database(), "broker": _broker()}
+    if checks["database"]["ok"]:
+        try:
+            preferred = preference_of_instance()[:1]
+        except PreferenceError as exc:
+            checks["storage"] = {"configuration": {"ok": False, "error": str(exc)}}
+        else:
+            checks["storage"] = _probe_all(preferred)
+    return _answer(checks)
+
+
+def health_endtoend(request: HttpRequest) -> JsonResponse:
+    """Answer whether every configured location can be written, read and deleted."""
+    checks: dict[str, Any] = {"database": _database()}
+    if checks["database"]["ok"]:
+        checks["storage"] = _probe_all(list(config_current().locations))
+    return _answer(checks)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Serve the replication metrics in Prometheus' text format."""
+    token = getattr(settings, "QUAY_GEO_METRICS_TOKEN", "")
+    if token and request.headers.get("Authorization") != f"Bearer {token}":
+        return HttpResponse("unauthorized\n", status=401, content_type="text/plain")
+    body = "\n".join(metrics_lines()) + "\n"
+    return HttpResponse(body, content_type="text/plain; version=0.0.4")

@@ -72,7 +72,9 @@ def backfill_plan(
     return plan
 
 
-def _placements_create(location: StorageLocation, blob_ids: list[int], run: BackfillRun | None) -> None:
+def _placements_create(
+    location: StorageLocation, blob_ids: list[int], run: BackfillRun | None
+) -> None:
     with transaction.atomic():
         Placement.objects.bulk_create(
             [

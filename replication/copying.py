@@ -58,7 +58,7 @@ def backoff_seconds(attempts: int) -> float:
     base = float(getattr(settings, "QUAY_GEO_REPLICATION_BACKOFF_BASE", 5))
     ceiling = float(getattr(settings, "QUAY_GEO_REPLICATION_BACKOFF_MAX", 3600))
     delay = min(ceiling, base * (2 ** max(0, attempts - 1)))
-    return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
+    return delay * random.uniform(0.5, 1.0)
 
 
 def placement_claim(placement_id: int) -> tuple[Placement, int] | None:
@@ -177,7 +177,9 @@ def blob_replicate(*, placement_id: int) -> Outcome:
                     break
                 except (ObjectNotFound, StorageUnavailable) as exc:
                     last_error = exc
-                    logger.warning("copy of %s from %s failed: %s", blob.digest, source_location, exc)
+                    logger.warning(
+                        "copy of %s from %s failed: %s", blob.digest, source_location, exc
+                    )
         if result is None:
             raise last_error or StorageUnavailable("every source location is unhealthy")
     except StoragePermanentError as exc:

@@ -64,7 +64,9 @@ def tombstones_process(*, limit: int = 5000) -> tuple[int, int]:
         location = locations.get(tombstone.location_id)
         if location is None:
             continue
-        if Blob.objects.filter(placements__location=location, digest=_digest_of(tombstone.key)).exists():
+        if Blob.objects.filter(
+            placements__location=location, digest=_digest_of(tombstone.key)
+        ).exists():
             tombstone.delete()  # the blob was pushed again meanwhile: keep its bytes
             continue
         try:

@@ -24,9 +24,9 @@ def _location(location_id: str) -> StorageLocation:
 
 def blobs_only_at(location: StorageLocation) -> QuerySet[Blob]:
     """Return the blobs whose only present placement is at ``location``."""
-    elsewhere = Placement.objects.filter(
-        blob=OuterRef("pk"), state=PlacementState.PRESENT
-    ).exclude(location=location)
+    elsewhere = Placement.objects.filter(blob=OuterRef("pk"), state=PlacementState.PRESENT).exclude(
+        location=location
+    )
     return Blob.objects.filter(
         placements__location=location, placements__state=PlacementState.PRESENT
     ).filter(~Exists(elsewhere))
@@ -38,7 +38,7 @@ def sole_copies_count(*, location_id: str) -> int:
 
 
 def location_remove(*, location_id: str) -> int:
-    """Remove a location, its placements, namespace targets and uploads; return placements dropped."""
+    """Remove a location with its placements, namespace targets and uploads; return the count."""
     location = _location(location_id)
     with transaction.atomic():
         StorageLocation.objects.select_for_update().get(pk=location.pk)
@@ -60,7 +60,9 @@ def location_remove(*, location_id: str) -> int:
 def location_replicate_sole_copies(*, location_id: str, timeout: float) -> int:
     """Copy blobs whose only copy is at the location to the best other location; wait for them."""
     location = _location(location_id)
-    others = [loc for loc in preference_of_instance() if loc.pk != location.pk and loc.kind != "local"]
+    others = [
+        loc for loc in preference_of_instance() if loc.pk != location.pk and loc.kind != "local"
+    ]
     if not others:
         raise LocationInUse(f"there is no other location to copy the blobs of {location_id} to")
     destination = next((loc for loc in others if loc.replicate_by_default), others[0])

@@ -46,6 +46,10 @@ class ReplicationSettings(models.Model):
     class Meta:
         verbose_name_plural = "replication settings"
 
+    def __str__(self) -> str:
+        state = "on" if self.storage_replication_enabled else "off"
+        return f"replication {state}, config v{self.config_version}"
+
     @classmethod
     def load(cls) -> "ReplicationSettings":
         """Return the singleton, creating it on first use."""
@@ -63,8 +67,12 @@ class StorageLocation(models.Model):
     #: Secret engine options, each encrypted at rest (see replication.crypto).
     secrets = models.JSONField(default=dict, blank=True)
     replicate_by_default = models.BooleanField(default=False)
-    rank = models.PositiveIntegerField(default=0, help_text="Position in the stored preference order.")
-    serve_mode = models.CharField(max_length=16, choices=ServeMode.choices, default=ServeMode.REDIRECT)
+    rank = models.PositiveIntegerField(
+        default=0, help_text="Position in the stored preference order."
+    )
+    serve_mode = models.CharField(
+        max_length=16, choices=ServeMode.choices, default=ServeMode.REDIRECT
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -85,7 +93,9 @@ class StorageLocation(models.Model):
         secret_names = engine_class(self.kind).options_form.secret_names()
         self.options = {k: v for k, v in options.items() if k not in secret_names}
         self.secrets = {
-            k: secret_encrypt(str(v)) for k, v in options.items() if k in secret_names and v not in (None, "")
+            k: secret_encrypt(str(v))
+            for k, v in options.items()
+            if k in secret_names and v not in (None, "")
         }
 
 
@@ -118,8 +128,12 @@ class Placement(models.Model):
     """A blob in one location; only a ``present`` placement serves reads."""
 
     blob = models.ForeignKey(Blob, on_delete=models.CASCADE, related_name="placements")
-    location = models.ForeignKey(StorageLocation, on_delete=models.CASCADE, related_name="placements")
-    state = models.CharField(max_length=8, choices=PlacementState.choices, default=PlacementState.PENDING)
+    location = models.ForeignKey(
+        StorageLocation, on_delete=models.CASCADE, related_name="placements"
+    )
+    state = models.CharField(
+        max_length=8, choices=PlacementState.choices, default=PlacementState.PENDING
+    )
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
     #: True when last_error is permanent: the reconciler does not retry it by itself.
@@ -141,7 +155,9 @@ class Placement(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["blob", "location"], name="placement_unique_blob_location"),
+            models.UniqueConstraint(
+                fields=["blob", "location"], name="placement_unique_blob_location"
+            ),
         ]
         indexes = [
             models.Index(fields=["location", "state"], name="placement_location_state"),
@@ -168,6 +184,9 @@ class NamespaceReplication(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.namespace_id} -> {self.location_id}"
+
 
 class Tombstone(models.Model):
     """Bytes to delete from one location, retried until done (garbage collection)."""
@@ -181,8 +200,13 @@ class Tombstone(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["location", "key"], name="tombstone_unique_location_key"),
+            models.UniqueConstraint(
+                fields=["location", "key"], name="tombstone_unique_location_key"
+            ),
         ]
+
+    def __str__(self) -> str:
+        return f"delete {self.key} from {self.location_id}"
 
 
 class BackfillRun(models.Model):
@@ -200,6 +224,9 @@ class BackfillRun(models.Model):
     class Meta:
         ordering = ["-started_at"]
 
+    def __str__(self) -> str:
+        return f"backfill {self.pk} ({self.planned} planned)"
+
 
 class InstanceHeartbeat(models.Model):
     """A running web or worker process, and which locations it reached on its last probe."""
@@ -213,6 +240,9 @@ class InstanceHeartbeat(models.Model):
     started_at = models.DateTimeField(auto_now_add=True)
     seen_at = models.DateTimeField()
 
+    def __str__(self) -> str:
+        return f"{self.role} {self.instance_id}"
+
 
 class AuditEntry(models.Model):
     """Who changed the storage configuration, when, and what (secrets masked)."""
@@ -225,3 +255,6 @@ class AuditEntry(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.action} at {self.created_at:%Y-%m-%d %H:%M:%S}"

@@ -84,7 +84,9 @@ def namespace_targets_set(*, namespace: Any, location_ids: Iterable[str], user: 
     if local:
         raise ValidationError(LOCAL_REFUSED)
     with transaction.atomic():
-        NamespaceReplication.objects.filter(namespace=namespace).exclude(location__in=wanted).delete()
+        NamespaceReplication.objects.filter(namespace=namespace).exclude(
+            location__in=wanted
+        ).delete()
         for location in wanted:
             NamespaceReplication.objects.get_or_create(namespace=namespace, location=location)
         config_version_bump(user=user, targets_changed=True)
@@ -93,7 +95,9 @@ def namespace_targets_set(*, namespace: Any, location_ids: Iterable[str], user: 
 def blob_commit(*, digest: str, size: int, sha256: str, location: StorageLocation) -> Blob:
     """Record that ``location`` holds verified bytes of a blob, then plan its replication."""
     with transaction.atomic():
-        blob, _ = Blob.objects.get_or_create(digest=digest, defaults={"size": size, "sha256": sha256})
+        blob, _ = Blob.objects.get_or_create(
+            digest=digest, defaults={"size": size, "sha256": sha256}
+        )
         Placement.objects.update_or_create(
             blob=blob,
             location=location,
@@ -156,9 +160,9 @@ def placements_enqueue(*, placement_ids: Iterable[int], priority: bool = False) 
 def placement_retry(*, placement_ids: Iterable[int]) -> int:
     """Send failed placements back to ``pending`` and enqueue them; return how many."""
     ids = list(
-        Placement.objects.filter(pk__in=list(placement_ids), state=PlacementState.FAILED).values_list(
-            "pk", flat=True
-        )
+        Placement.objects.filter(
+            pk__in=list(placement_ids), state=PlacementState.FAILED
+        ).values_list("pk", flat=True)
     )
     with transaction.atomic():
         Placement.objects.filter(pk__in=ids).update(

@@ -2,6 +2,7 @@
 
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db.models import Count, Min, Q, Sum
 from django.utils import timezone
@@ -33,8 +34,8 @@ class LocationStatus:
 def replication_status() -> list[LocationStatus]:
     """Return the status of every location, in stored preference order."""
     targets = {loc.pk for loc in target_locations()}
-    rows = {
-        row["location_id"]: row
+    rows: dict[int, dict[str, Any]] = {
+        row["location_id"]: dict(row)
         for row in Placement.objects.values("location_id").annotate(
             present=Count("pk", filter=Q(state=PlacementState.PRESENT)),
             pending=Count("pk", filter=Q(state=PlacementState.PENDING)),
@@ -49,7 +50,7 @@ def replication_status() -> list[LocationStatus]:
     now = timezone.now()
     result = []
     for location in StorageLocation.objects.order_by("rank", "location_id"):
-        row = rows.get(location.pk, {})
+        row: dict[str, Any] = rows.get(location.pk, {})
         present = int(row.get("present", 0))
         not_present = sum(int(row.get(k, 0)) for k in ("pending", "copying", "failed"))
         is_target = location.pk in targets

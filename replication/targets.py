@@ -46,9 +46,7 @@ def targets_of_blobs(blob_ids: Iterable[int]) -> dict[int, set[int]]:
     return dict(targets)
 
 
-def blobs_missing_at(
-    location: StorageLocation, *, namespace: str | None = None
-) -> QuerySet[Blob]:
+def blobs_missing_at(location: StorageLocation, *, namespace: str | None = None) -> QuerySet[Blob]:
     """Return the blobs that target ``location`` and have no placement there (unordered)."""
     missing = Blob.objects.filter(
         ~Exists(Placement.objects.filter(blob=OuterRef("pk"), location=location))
@@ -80,8 +78,6 @@ def target_locations() -> list[StorageLocation]:
         return []
     with_namespace = NamespaceReplication.objects.values("location_id")
     return list(
-        StorageLocation.objects.exclude(kind="local").filter(
-            replicate_by_default=True
-        )
+        StorageLocation.objects.exclude(kind="local").filter(replicate_by_default=True)
         | StorageLocation.objects.exclude(kind="local").filter(pk__in=with_namespace)
     )

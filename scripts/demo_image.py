@@ -41,7 +41,9 @@ def build(root: Path, tag: str, layers: int, layer_bytes: int) -> str:
     descriptors, diff_ids = [], []
     for index in range(layers):
         data, diff_id = _layer(index, layer_bytes)
-        descriptors.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **_blob(root, data)})
+        descriptors.append(
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **_blob(root, data)}
+        )
         diff_ids.append(diff_id)
     config = {
         "architecture": "amd64",
@@ -60,9 +62,15 @@ def build(root: Path, tag: str, layers: int, layer_bytes: int) -> str:
     }
     manifest_descriptor = _blob(root, json.dumps(manifest).encode())
     index_path = root / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {"schemaVersion": 2, "manifests": []}
+    index = (
+        json.loads(index_path.read_text())
+        if index_path.exists()
+        else {"schemaVersion": 2, "manifests": []}
+    )
     index["manifests"] = [
-        m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag
+        m
+        for m in index["manifests"]
+        if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag
     ] + [
         {
             "mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -20,7 +20,7 @@ def client(endpoint: str):  # type: ignore[no-untyped-def]
         endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id="demo",
-        aws_secret_access_key="demo",
+        aws_secret_access_key="demo",  # noqa: S106 - moto accepts any key
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
     )
 

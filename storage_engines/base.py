@@ -6,6 +6,7 @@ class provides on top (chunked upload sessions with part buffering, streamed cop
 """
 
 import concurrent.futures
+import contextlib
 import copy
 import tempfile
 import uuid
@@ -139,7 +140,7 @@ class StorageEngine(ABC):
         """Copy ``key`` from ``source`` inside the backend and return True, or return False."""
         return False
 
-    def _check_container(self) -> None:
+    def _check_container(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Raise ContainerNotFound if the bucket or container is missing."""
 
     # --- Provided: sessions ---------------------------------------------------------------------
@@ -184,7 +185,9 @@ class StorageEngine(ABC):
             self.delete(old_tail)
         return state
 
-    def _parts_feed(self, state: UploadState, source: Readable, pending: IO[bytes], buffered: int) -> int:
+    def _parts_feed(
+        self, state: UploadState, source: Readable, pending: IO[bytes], buffered: int
+    ) -> int:
         """Write every full part read from ``source``; return the size left in ``pending``."""
         part_size = int(state["part_size"])
         while data := source.read(min(CHUNK, part_size - buffered)):
@@ -212,10 +215,8 @@ class StorageEngine(ABC):
         """Abort the session and remove what it wrote; aborting twice is harmless."""
         if state.get("tail"):
             self.delete(upload_key(state["upload_id"], f"tail-{state['tails']}"))
-        try:
+        with contextlib.suppress(UploadSessionInvalid):
             self._session_abort(state)
-        except UploadSessionInvalid:
-            pass
 
     def _part_flush(self, state: UploadState, pending: IO[bytes], size: int) -> None:
         pending.seek(0)
@@ -243,7 +244,9 @@ class StorageEngine(ABC):
             # A remainder below the part minimum waits in the engine itself, so that any
             # process (not only this one) can continue the session.
             state["tails"] = int(state["tails"]) + 1
-            self.write_small(upload_key(state["upload_id"], f"tail-{state['tails']}"), pending, size)
+            self.write_small(
+                upload_key(state["upload_id"], f"tail-{state['tails']}"), pending, size
+            )
             state["tail"] = size
 
     def _tail_read(self, state: UploadState, into: IO[bytes]) -> str | None:
@@ -261,9 +264,11 @@ class StorageEngine(ABC):
         state = self.upload_begin(upload_id=uuid.uuid4().hex, expected_size=size)
         self._session_complete(state, key, data if size else None, size)
 
-    # --- Provided: copies and probes ---------------------------------------------------------------
+    # --- Provided: copies and probes ---
 
-    def copy_to(self, key: str, target: "StorageEngine", *, target_key: str | None = None) -> CopyResult:
+    def copy_to(
+        self, key: str, target: "StorageEngine", *, target_key: str | None = None
+    ) -> CopyResult:
         """Copy an object to another engine, server-side when both ends allow it."""
         target_key = target_key or key
         found = self.stat(key)

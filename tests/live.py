@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -85,7 +85,9 @@ def use_test_broker() -> None:
     app.conf.task_always_eager = False
 
 
-def wait_http(url: str, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http(
+    url: str, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
     """Wait until ``url`` answers any HTTP status, bounded by ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -157,7 +159,7 @@ def gunicorn(preference: str = "", workers: int = 2, **env: str) -> Iterator[str
 
 @contextmanager
 def celery_worker(
-    preference: str = "", queues: str = "", concurrency: int = 4, **env: str
+    preference: str = "", *, queues: str = "", concurrency: int = 4, **env: str
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a real Celery worker (thread pool) on the test broker; yield its process."""
     name = f"test-{uuid.uuid4().hex[:8]}@127.0.0.1"
@@ -196,7 +198,9 @@ def _wait_worker_ready(process: subprocess.Popen[bytes], name: str, timeout: flo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"worker exited with {process.returncode}: {log.read_text()[-2000:]}")
+            raise RuntimeError(
+                f"worker exited with {process.returncode}: {log.read_text()[-2000:]}"
+            )
         if log.exists() and b" ready." in log.read_bytes():
             return
         time.sleep(0.2)
@@ -220,7 +224,9 @@ def moto_server(port: int | None = None) -> Iterator[tuple[str, subprocess.Popen
         stop(process)
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = "") -> None:  # type: ignore[no-untyped-def]
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, interval: float = 0.2, message: str = ""
+) -> None:
     """Poll ``predicate`` until it is true, bounded by ``timeout``; raise TimeoutError otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -7,137 +7,305 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('registry', '0001_initial'),
+        ("registry", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Blob',
+            name="Blob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('digest', models.CharField(max_length=140, unique=True)),
-                ('size', models.PositiveBigIntegerField()),
-                ('sha256', models.CharField(max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("digest", models.CharField(max_length=140, unique=True)),
+                ("size", models.PositiveBigIntegerField()),
+                ("sha256", models.CharField(max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
         ),
         migrations.CreateModel(
-            name='InstanceHeartbeat',
+            name="InstanceHeartbeat",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('instance_id', models.CharField(max_length=200, unique=True)),
-                ('host', models.CharField(max_length=200)),
-                ('role', models.CharField(max_length=16)),
-                ('preference', models.CharField(blank=True, default='', max_length=500)),
-                ('version', models.CharField(blank=True, default='', max_length=32)),
-                ('reachable', models.JSONField(blank=True, default=dict)),
-                ('started_at', models.DateTimeField(auto_now_add=True)),
-                ('seen_at', models.DateTimeField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("instance_id", models.CharField(max_length=200, unique=True)),
+                ("host", models.CharField(max_length=200)),
+                ("role", models.CharField(max_length=16)),
+                ("preference", models.CharField(blank=True, default="", max_length=500)),
+                ("version", models.CharField(blank=True, default="", max_length=32)),
+                ("reachable", models.JSONField(blank=True, default=dict)),
+                ("started_at", models.DateTimeField(auto_now_add=True)),
+                ("seen_at", models.DateTimeField()),
             ],
         ),
         migrations.CreateModel(
-            name='StorageLocation',
+            name="StorageLocation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('location_id', models.CharField(max_length=64, unique=True, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9_-]+$', "Location IDs use only letters, digits, '_' and '-'.")])),
-                ('kind', models.CharField(choices=[('s3', 'Amazon S3'), ('radosgw', 'Ceph RADOS Gateway'), ('gcs', 'Google Cloud Storage'), ('swift', 'OpenStack Swift'), ('local', 'Local Storage'), ('memory', 'In-memory (tests only)')], max_length=16)),
-                ('options', models.JSONField(blank=True, default=dict)),
-                ('secrets', models.JSONField(blank=True, default=dict)),
-                ('replicate_by_default', models.BooleanField(default=False)),
-                ('rank', models.PositiveIntegerField(default=0, help_text='Position in the stored preference order.')),
-                ('serve_mode', models.CharField(choices=[('redirect', 'Redirect clients to a short-lived storage URL'), ('proxy', 'Stream blobs through the registry')], default='redirect', max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "location_id",
+                    models.CharField(
+                        max_length=64,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[A-Za-z0-9_-]+$",
+                                "Location IDs use only letters, digits, '_' and '-'.",
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("s3", "Amazon S3"),
+                            ("radosgw", "Ceph RADOS Gateway"),
+                            ("gcs", "Google Cloud Storage"),
+                            ("swift", "OpenStack Swift"),
+                            ("local", "Local Storage"),
+                            ("memory", "In-memory (tests only)"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("options", models.JSONField(blank=True, default=dict)),
+                ("secrets", models.JSONField(blank=True, default=dict)),
+                ("replicate_by_default", models.BooleanField(default=False)),
+                (
+                    "rank",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Position in the stored preference order."
+                    ),
+                ),
+                (
+                    "serve_mode",
+                    models.CharField(
+                        choices=[
+                            ("redirect", "Redirect clients to a short-lived storage URL"),
+                            ("proxy", "Stream blobs through the registry"),
+                        ],
+                        default="redirect",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['rank', 'location_id'],
+                "ordering": ["rank", "location_id"],
             },
         ),
         migrations.CreateModel(
-            name='ReplicationSettings',
+            name="ReplicationSettings",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('storage_replication_enabled', models.BooleanField(default=False)),
-                ('config_version', models.PositiveBigIntegerField(default=1)),
-                ('targets_version', models.PositiveBigIntegerField(default=1)),
-                ('reconciled_targets_version', models.PositiveBigIntegerField(default=0)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('updated_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("storage_replication_enabled", models.BooleanField(default=False)),
+                ("config_version", models.PositiveBigIntegerField(default=1)),
+                ("targets_version", models.PositiveBigIntegerField(default=1)),
+                ("reconciled_targets_version", models.PositiveBigIntegerField(default=0)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "updated_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'replication settings',
+                "verbose_name_plural": "replication settings",
             },
         ),
         migrations.CreateModel(
-            name='BackfillRun',
+            name="BackfillRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('namespace', models.CharField(blank=True, default='', max_length=255)),
-                ('planned', models.PositiveBigIntegerField(default=0)),
-                ('started_at', models.DateTimeField(auto_now_add=True)),
-                ('planned_at', models.DateTimeField(blank=True, null=True)),
-                ('started_by', models.CharField(blank=True, default='', max_length=150)),
-                ('location', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='replication.storagelocation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("namespace", models.CharField(blank=True, default="", max_length=255)),
+                ("planned", models.PositiveBigIntegerField(default=0)),
+                ("started_at", models.DateTimeField(auto_now_add=True)),
+                ("planned_at", models.DateTimeField(blank=True, null=True)),
+                ("started_by", models.CharField(blank=True, default="", max_length=150)),
+                (
+                    "location",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="replication.storagelocation",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-started_at'],
+                "ordering": ["-started_at"],
             },
         ),
         migrations.CreateModel(
-            name='Placement',
+            name="Placement",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('state', models.CharField(choices=[('pending', 'Pending'), ('copying', 'Copying'), ('present', 'Present'), ('failed', 'Failed')], default='pending', max_length=8)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('last_error', models.TextField(blank=True, default='')),
-                ('error_permanent', models.BooleanField(default=False)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('verified_at', models.DateTimeField(blank=True, null=True)),
-                ('copy_method', models.CharField(blank=True, default='', max_length=8)),
-                ('copy_seconds', models.FloatField(blank=True, null=True)),
-                ('enqueued_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('backfill_run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='placements', to='replication.backfillrun')),
-                ('blob', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='placements', to='replication.blob')),
-                ('location', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='placements', to='replication.storagelocation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("copying", "Copying"),
+                            ("present", "Present"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=8,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("last_error", models.TextField(blank=True, default="")),
+                ("error_permanent", models.BooleanField(default=False)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("verified_at", models.DateTimeField(blank=True, null=True)),
+                ("copy_method", models.CharField(blank=True, default="", max_length=8)),
+                ("copy_seconds", models.FloatField(blank=True, null=True)),
+                ("enqueued_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "backfill_run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="placements",
+                        to="replication.backfillrun",
+                    ),
+                ),
+                (
+                    "blob",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="placements",
+                        to="replication.blob",
+                    ),
+                ),
+                (
+                    "location",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="placements",
+                        to="replication.storagelocation",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['location', 'state'], name='placement_location_state'), models.Index(fields=['state', 'next_attempt_at'], name='placement_state_next')],
-                'constraints': [models.UniqueConstraint(fields=('blob', 'location'), name='placement_unique_blob_location')],
+                "indexes": [
+                    models.Index(fields=["location", "state"], name="placement_location_state"),
+                    models.Index(fields=["state", "next_attempt_at"], name="placement_state_next"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("blob", "location"), name="placement_unique_blob_location"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='NamespaceReplication',
+            name="NamespaceReplication",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('namespace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='replication_targets', to='registry.namespace')),
-                ('location', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='replication.storagelocation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "namespace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="replication_targets",
+                        to="registry.namespace",
+                    ),
+                ),
+                (
+                    "location",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="replication.storagelocation",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('namespace', 'location'), name='namespace_replication_unique')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("namespace", "location"), name="namespace_replication_unique"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Tombstone',
+            name="Tombstone",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=300)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('last_error', models.TextField(blank=True, default='')),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('location', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='replication.storagelocation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=300)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("last_error", models.TextField(blank=True, default="")),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "location",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="replication.storagelocation",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('location', 'key'), name='tombstone_unique_location_key')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("location", "key"), name="tombstone_unique_location_key"
+                    )
+                ],
             },
         ),
     ]

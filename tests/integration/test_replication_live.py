@@ -68,10 +68,12 @@ def state_of(blob: Blob, location: StorageLocation) -> str:
 
 def wait_present(blobs: list[Blob], location: StorageLocation, timeout: float = 90) -> None:
     live.wait_until(
-        lambda: Placement.objects.filter(
-            blob__in=blobs, location=location, state=PlacementState.PRESENT
-        ).count()
-        == len(blobs),
+        lambda: (
+            Placement.objects.filter(
+                blob__in=blobs, location=location, state=PlacementState.PRESENT
+            ).count()
+            == len(blobs)
+        ),
         timeout,
         message=f"not every blob became present in {location}",
     )
@@ -107,43 +109,47 @@ def test_target_down_during_replication_retries_then_present(two_regions: Any) -
         ap = s3_location("ap_s3", endpoint)
         bucket = location_engine(ap).options["s3_bucket"]
         live.stop(moto, signal.SIGKILL)  # the region goes away before the copies start
-        with override_settings(QUAY_GEO_REPLICATION_BACKOFF_BASE=1):
-            with live.celery_worker(
+        with (
+            override_settings(QUAY_GEO_REPLICATION_BACKOFF_BASE=1),
+            live.celery_worker(
                 preference="us_s3",
                 QUAY_GEO_REPLICATION_BACKOFF_BASE="1",
                 QUAY_GEO_REPLICATION_BACKOFF_MAX="2",
-            ):
-                blob = push_blob(us, os.urandom(2 * MiB))
-                live.wait_until(
-                    lambda: Placement.objects.get(blob=blob, location=ap).attempts >= 2,
-                    60,
-                    message="the copy into the stopped region was not retried",
+            ),
+        ):
+            blob = push_blob(us, os.urandom(2 * MiB))
+            live.wait_until(
+                lambda: Placement.objects.get(blob=blob, location=ap).attempts >= 2,
+                60,
+                message="the copy into the stopped region was not retried",
+            )
+            assert state_of(blob, ap) != PlacementState.PRESENT
+            # the region comes back (empty: moto keeps nothing), on the same port
+            port = int(endpoint.rsplit(":", 1)[1])
+            with live.moto_server(port) as (_, _again):
+                boto3.client(
+                    "s3",
+                    endpoint_url=endpoint,
+                    region_name="us-east-1",
+                    aws_access_key_id="testing",
+                    aws_secret_access_key="testing",
+                ).create_bucket(Bucket=bucket)
+                Placement.objects.filter(blob=blob, location=ap).update(
+                    next_attempt_at=timezone.now()
                 )
-                assert state_of(blob, ap) != PlacementState.PRESENT
-                # the region comes back (empty: moto keeps nothing), on the same port
-                port = int(endpoint.rsplit(":", 1)[1])
-                with live.moto_server(port) as (_, _again):
-                    boto3.client(
-                        "s3",
-                        endpoint_url=endpoint,
-                        region_name="us-east-1",
-                        aws_access_key_id="testing",
-                        aws_secret_access_key="testing",
-                    ).create_bucket(Bucket=bucket)
-                    Placement.objects.filter(blob=blob, location=ap).update(
-                        next_attempt_at=timezone.now()
-                    )
-                    placements_reconcile()
-                    wait_present([blob], ap, timeout=60)
-                    assert location_engine(ap).stat(content_key(blob.digest)) is not None
+                placements_reconcile()
+                wait_present([blob], ap, timeout=60)
+                assert location_engine(ap).stat(content_key(blob.digest)) is not None
 
 
 def test_killed_worker_copy_is_finished_by_another_after_the_lease(two_regions: Any) -> None:
     us, eu = two_regions
-    lease = {"QUAY_GEO_REPLICATION_LEASE_SECONDS": "4"}
+    lease_env = "4"
     blob = push_blob(us, os.urandom(256 * MiB))
     placement = Placement.objects.get(blob=blob, location=eu)
-    with live.celery_worker(preference="us_s3", **lease) as first:
+    with live.celery_worker(
+        preference="us_s3", QUAY_GEO_REPLICATION_LEASE_SECONDS=lease_env
+    ) as first:
         live.wait_until(
             lambda: state_of(blob, eu) == PlacementState.COPYING, 60, message="copy never started"
         )
@@ -151,11 +157,15 @@ def test_killed_worker_copy_is_finished_by_another_after_the_lease(two_regions: 
         live.stop(first, signal.SIGKILL)
     assert state_of(blob, eu) == PlacementState.COPYING, "killed in the middle of the copy"
 
-    with override_settings(QUAY_GEO_REPLICATION_LEASE_SECONDS=4), live.celery_worker(
-        preference="us_s3", **lease
+    with (
+        override_settings(QUAY_GEO_REPLICATION_LEASE_SECONDS=4),
+        live.celery_worker(preference="us_s3", QUAY_GEO_REPLICATION_LEASE_SECONDS=lease_env),
     ):
         live.wait_until(
-            lambda: Placement.objects.get(pk=placement.pk).lease_expires_at < timezone.now(),
+            lambda: (
+                (Placement.objects.get(pk=placement.pk).lease_expires_at or timezone.now())
+                < timezone.now()
+            ),
             30,
             message="the dead worker's lease never expired",
         )
@@ -204,7 +214,10 @@ def test_backfill_of_2000_blobs_to_a_new_default_location() -> None:
         rows.append(Blob(digest=f"sha256:{digest}", size=len(data), sha256=digest))
     Blob.objects.bulk_create(rows)
     Placement.objects.bulk_create(
-        [Placement(blob=blob, location=us, state=PlacementState.PRESENT) for blob in Blob.objects.all()]
+        [
+            Placement(blob=blob, location=us, state=PlacementState.PRESENT)
+            for blob in Blob.objects.all()
+        ]
     )
     eu = s3_location("eu_s3", servers.S3_B)
 

@@ -55,7 +55,9 @@ def committed_blob(
 ) -> Callable[..., tuple[Blob, bytes]]:
     """Return a function that writes a blob into a location and commits it (tasks run eagerly)."""
 
-    def make(location: StorageLocation, size: int = 4096, run_tasks: bool = True) -> tuple[Blob, bytes]:
+    def make(
+        location: StorageLocation, size: int = 4096, run_tasks: bool = True
+    ) -> tuple[Blob, bytes]:
         data = os.urandom(size)
         digest, _ = put_bytes(location, data)
         with django_capture_on_commit_callbacks(execute=run_tasks):

@@ -130,7 +130,9 @@ def test_garbage_collection_deletes_rows_then_bytes_everywhere(
     kept, _ = committed_blob(us)
     reference(kept)
     fresh, _ = committed_blob(us)
-    Blob.objects.filter(pk__in=[orphan.pk, kept.pk]).update(created_at=timezone.now() - timedelta(days=2))
+    Blob.objects.filter(pk__in=[orphan.pk, kept.pk]).update(
+        created_at=timezone.now() - timedelta(days=2)
+    )
 
     result = garbage_collect()
 
@@ -160,7 +162,8 @@ def test_garbage_collection_retries_failed_byte_deletes(
     monkeypatch.setattr(engine, "delete", down)
     assert garbage_collect()["bytes_failing"] == 1
     tombstone = Tombstone.objects.get()
-    assert tombstone.attempts == 1 and tombstone.next_attempt_at is not None
+    assert tombstone.attempts == 1
+    assert tombstone.next_attempt_at is not None
 
     monkeypatch.setattr(engine, "delete", real_delete)
     Tombstone.objects.update(next_attempt_at=timezone.now())

@@ -31,7 +31,9 @@ def placement(blob: Blob, location: StorageLocation) -> Placement:
     return Placement.objects.get(blob=blob, location=location)
 
 
-def test_commit_replicates_to_every_default_location(regions: Regions, committed_blob: MakeBlob) -> None:
+def test_commit_replicates_to_every_default_location(
+    regions: Regions, committed_blob: MakeBlob
+) -> None:
     us, eu = regions
 
     blob, data = committed_blob(us)
@@ -44,7 +46,9 @@ def test_commit_replicates_to_every_default_location(regions: Regions, committed
     assert b"".join(location_engine(eu).read(content_key(blob.digest))) == data
 
 
-def test_commit_without_replication_creates_no_pending_work(db: Any, committed_blob: MakeBlob) -> None:
+def test_commit_without_replication_creates_no_pending_work(
+    db: Any, committed_blob: MakeBlob
+) -> None:
     us = location_create(location_id="us_mem", kind="memory", options={}, replicate_by_default=True)
     location_create(location_id="eu_mem", kind="memory", options={}, replicate_by_default=True)
 
@@ -137,7 +141,9 @@ def test_permanent_error_fails_with_reason_and_is_not_retried(
     assert blob_replicate(placement_id=failed.pk).status == "skipped"
 
 
-def test_no_source_anywhere_is_a_permanent_failure(regions: Regions, committed_blob: MakeBlob) -> None:
+def test_no_source_anywhere_is_a_permanent_failure(
+    regions: Regions, committed_blob: MakeBlob
+) -> None:
     us, eu = regions
     blob, _ = committed_blob(us, run_tasks=False)
     Placement.objects.filter(blob=blob, location=us).delete()
@@ -149,9 +155,7 @@ def test_no_source_anywhere_is_a_permanent_failure(regions: Regions, committed_b
     assert "no location holds" in placement(blob, eu).last_error
 
 
-def test_source_missing_bytes_falls_back_to_next_source(
-    db: Any, committed_blob: MakeBlob
-) -> None:
+def test_source_missing_bytes_falls_back_to_next_source(db: Any, committed_blob: MakeBlob) -> None:
     us = location_create(location_id="us_mem", kind="memory", options={})
     ap = location_create(location_id="ap_mem", kind="memory", options={})
     eu = location_create(location_id="eu_mem", kind="memory", options={}, replicate_by_default=True)
@@ -179,7 +183,9 @@ def test_claim_is_exclusive_and_expired_lease_is_reconciled(
     assert placement_claim(pending.pk) is not None
     assert placement_claim(pending.pk) is None, "a live lease keeps other workers out"
 
-    Placement.objects.filter(pk=pending.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    Placement.objects.filter(pk=pending.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
     monkeypatch.setattr("replication.tasks.replicate_blob_send", lambda *a, **k: None)
     counts = run_reconcile()
 
@@ -203,7 +209,9 @@ def test_lost_pending_task_is_re_enqueued(
 
 @pytest.mark.parametrize("attempts", [1, 3, 6, 30])
 def test_backoff_grows_exponentially_with_jitter_and_a_ceiling(attempts: int) -> None:
-    with override_settings(QUAY_GEO_REPLICATION_BACKOFF_BASE=5, QUAY_GEO_REPLICATION_BACKOFF_MAX=600):
+    with override_settings(
+        QUAY_GEO_REPLICATION_BACKOFF_BASE=5, QUAY_GEO_REPLICATION_BACKOFF_MAX=600
+    ):
         delays = [backoff_seconds(attempts) for _ in range(50)]
     nominal = min(600, 5 * 2 ** (attempts - 1))
     assert all(nominal * 0.5 <= d <= nominal for d in delays)
@@ -211,9 +219,11 @@ def test_backoff_grows_exponentially_with_jitter_and_a_ceiling(attempts: int) ->
 
 
 def test_preference_naming_an_unknown_location_is_an_error(regions: Regions) -> None:
-    with override_settings(QUAY_DISTRIBUTED_STORAGE_PREFERENCE="eu_mem, nowhere"):
-        with pytest.raises(PreferenceError, match="nowhere"):
-            preference_of_instance()
+    with (
+        override_settings(QUAY_DISTRIBUTED_STORAGE_PREFERENCE="eu_mem, nowhere"),
+        pytest.raises(PreferenceError, match="nowhere"),
+    ):
+        preference_of_instance()
 
 
 def test_preference_puts_the_instance_locations_first(regions: Regions) -> None:
@@ -221,14 +231,18 @@ def test_preference_puts_the_instance_locations_first(regions: Regions) -> None:
         assert [loc.location_id for loc in preference_of_instance()] == ["eu_mem", "us_mem"]
 
 
-def test_local_storage_is_refused_while_replication_is_enabled(regions: Regions, tmp_path: Any) -> None:
+def test_local_storage_is_refused_while_replication_is_enabled(
+    regions: Regions, tmp_path: Any
+) -> None:
     with pytest.raises(ValidationError, match="locally mounted directory"):
         location_create(location_id="disk", kind="local", options={"storage_path": str(tmp_path)})
     assert LOCAL_REFUSED.startswith("Replication to a locally mounted directory is unsupported")
 
 
-def test_replicationstatus_reports_counts_and_coverage(regions: Regions, committed_blob: MakeBlob) -> None:
-    us, eu = regions
+def test_replicationstatus_reports_counts_and_coverage(
+    regions: Regions, committed_blob: MakeBlob
+) -> None:
+    us, _ = regions
     committed_blob(us)
     committed_blob(us, run_tasks=False)
     out = io.StringIO()
@@ -245,7 +259,9 @@ def test_replicationstatus_reports_counts_and_coverage(regions: Regions, committ
     assert rows["eu_mem"]["oldest_pending_seconds"] is not None
 
 
-def test_removelocation_refuses_while_it_holds_sole_copies(regions: Regions, committed_blob: MakeBlob) -> None:
+def test_removelocation_refuses_while_it_holds_sole_copies(
+    regions: Regions, committed_blob: MakeBlob
+) -> None:
     us, eu = regions
     committed_blob(us, run_tasks=False)
     committed_blob(us, run_tasks=False)
@@ -260,7 +276,9 @@ def test_removelocation_refuses_while_it_holds_sole_copies(regions: Regions, com
     assert not Placement.objects.filter(location=eu).exists()
 
 
-def test_copying_module_reports_lease_lost(regions: Regions, committed_blob: MakeBlob, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_copying_module_reports_lease_lost(
+    regions: Regions, committed_blob: MakeBlob, monkeypatch: pytest.MonkeyPatch
+) -> None:
     us, eu = regions
     blob, _ = committed_blob(us, run_tasks=False)
     eu_placement = placement(blob, eu)

@@ -5,7 +5,7 @@ A new engine joins the contract suite with one ``make_<kind>`` function and one 
 """
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,9 @@ class EngineUnderTest:
         """Return a new engine instance on the same backend, as another process would build."""
         if self.kind == "memory":
             return self.engine  # its state lives in the instance itself
-        return engine_create(kind=self.kind, location_id=self.engine.location_id, options=self.options)
+        return engine_create(
+            kind=self.kind, location_id=self.engine.location_id, options=self.options
+        )
 
 
 def _build(kind: str, options: dict[str, Any], location_id: str | None = None) -> StorageEngine:
@@ -60,9 +62,7 @@ def make_local(tmp_path: Path) -> EngineUnderTest:
     options = {"storage_path": str(root)}
 
     def keys() -> list[str]:
-        return sorted(
-            str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
-        )
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
     return EngineUnderTest("local", options, _build("local", options), list_keys=keys)
 
@@ -78,7 +78,9 @@ def _s3_client(endpoint: str, key: str, secret: str) -> Any:
     )
 
 
-def _s3_inspectors(client: Any, bucket: str, prefix: str) -> tuple[Callable[[], list[str]], Callable[[], int]]:
+def _s3_inspectors(
+    client: Any, bucket: str, prefix: str
+) -> tuple[Callable[[], list[str]], Callable[[], int]]:
     def keys() -> list[str]:
         found: list[str] = []
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -200,8 +202,8 @@ ENFORCING_URL_KINDS = ("radosgw", "swift")
 
 
 @pytest.fixture(params=KINDS)
-def subject(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EngineUnderTest]:
-    yield FACTORIES[request.param](tmp_path)
+def subject(request: pytest.FixtureRequest, tmp_path: Path) -> EngineUnderTest:
+    return FACTORIES[request.param](tmp_path)
 
 
 @pytest.fixture

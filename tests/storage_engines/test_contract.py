@@ -50,7 +50,7 @@ def sha256_streamed(subject: EngineUnderTest, key: str) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-# --- whole objects -------------------------------------------------------------------------------
+# --- whole objects ---
 
 
 def test_write_64_mib_from_stream_reads_back_identical(subject: EngineUnderTest) -> None:
@@ -104,7 +104,7 @@ def test_delete_removes_object(subject: EngineUnderTest) -> None:
     assert subject.list_keys() == []
 
 
-# --- ranges ----------------------------------------------------------------------------------------
+# --- ranges ---
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_range_starting_past_the_end_is_invalid(ranged: tuple[EngineUnderTest, s
         read_all(subject.engine.read(key, offset=len(data) + 5, length=10))
 
 
-# --- chunked sessions ------------------------------------------------------------------------------
+# --- chunked sessions ---
 
 
 def test_session_one_big_chunk(subject: EngineUnderTest) -> None:
@@ -220,7 +220,7 @@ def test_session_abort_leaves_nothing_behind(subject: EngineUnderTest) -> None:
     assert subject.open_sessions() == 0
 
 
-# --- copies ----------------------------------------------------------------------------------------
+# --- copies ---
 
 SERVER_SIDE = {("s3", "s3"), ("radosgw", "radosgw"), ("gcs", "gcs"), ("swift", "swift")}
 
@@ -266,7 +266,7 @@ def test_copy_of_missing_object_raises_not_found(
         source.engine.copy_to(key_of(b"absent"), target.engine)
 
 
-# --- direct URLs and probes ------------------------------------------------------------------------
+# --- direct URLs and probes ---
 
 URL_KINDS = {"s3", "radosgw", "swift"}
 

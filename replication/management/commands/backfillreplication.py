@@ -23,7 +23,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--dry-run", action="store_true", help="Count per location; write nothing.")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Count per location; write nothing."
+        )
         parser.add_argument("--location", metavar="ID", help="Only this target location.")
         parser.add_argument("--namespace", metavar="NAME", help="Only blobs of this namespace.")
         parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N")
@@ -60,7 +62,7 @@ class Command(BaseCommand):
             self._follow(run.pk, options["timeout"])
 
     def _follow(self, run_id: int, timeout: float) -> None:
-        tty = sys.stdout.isatty() and self.stdout._out is sys.stdout  # noqa: SLF001
+        tty = sys.stdout.isatty() and self.stdout._out is sys.stdout
         started = time.monotonic()
         while True:
             progress = backfill_progress(run_id=run_id)

@@ -19,12 +19,17 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps([row.as_dict() for row in rows], indent=2))
             return
-        header = f"{'location':<20} {'present':>9} {'pending':>9} {'copying':>8} {'failed':>7} {'missing':>9} {'bytes':>14} {'coverage':>9} {'oldest pending':>15}"
-        self.stdout.write(header)
+        columns = ("present", "pending", "copying", "failed", "missing", "bytes", "coverage")
+        widths = (9, 9, 8, 7, 9, 14, 9)
+        header = " ".join(f"{name:>{width}}" for name, width in zip(columns, widths, strict=True))
+        self.stdout.write(f"{'location':<20} {header} {'oldest pending':>15}")
         for row in rows:
             coverage = "-" if row.coverage is None else f"{100 * row.coverage:.1f}%"
-            oldest = "-" if row.oldest_pending_seconds is None else f"{row.oldest_pending_seconds:.0f}s"
+            oldest = (
+                "-" if row.oldest_pending_seconds is None else f"{row.oldest_pending_seconds:.0f}s"
+            )
+            values = (row.present, row.pending, row.copying, row.failed, row.missing)
+            cells = " ".join(f"{v:>{w}}" for v, w in zip(values, widths, strict=False))
             self.stdout.write(
-                f"{row.location_id:<20} {row.present:>9} {row.pending:>9} {row.copying:>8} "
-                f"{row.failed:>7} {row.missing:>9} {row.bytes_present:>14} {coverage:>9} {oldest:>15}"
+                f"{row.location_id:<20} {cells} {row.bytes_present:>14} {coverage:>9} {oldest:>15}"
             )

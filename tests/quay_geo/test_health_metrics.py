@@ -1,0 +1,112 @@
+"""Health checks for load balancers, Prometheus metrics, and settings checks."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.checks import run_checks
+from django.test import Client, override_settings
+
+from replication import selectors
+from replication.models import Placement, PlacementState
+from replication.services import location_create, replication_enable
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _caches() -> Iterator[None]:
+    selectors.cache_clear()
+    yield
+    selectors.cache_clear()
+
+
+@pytest.fixture
+def two_memory_locations(db: Any) -> None:
+    location_create(location_id="us_mem", kind="memory", options={}, replicate_by_default=True)
+    location_create(location_id="eu_mem", kind="memory", options={}, replicate_by_default=True)
+    replication_enable(enabled=True)
+
+
+@override_settings(QUAY_DISTRIBUTED_STORAGE_PREFERENCE="eu_mem")
+def test_health_instance_checks_database_broker_and_preferred_storage(
+    client: Client, two_memory_locations: None
+) -> None:
+    response = client.get("/health/instance")
+
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["database"] == {"ok": True}
+    assert body["broker"]["ok"] is True
+    assert list(body["storage"]) == ["eu_mem"]
+
+
+@override_settings(QUAY_DISTRIBUTED_STORAGE_PREFERENCE="nowhere")
+def test_health_instance_fails_on_an_unknown_preferred_location(
+    client: Client, two_memory_locations: None
+) -> None:
+    response = client.get("/health/instance")
+
+    assert response.status_code == 503
+    assert "nowhere" in response.json()["storage"]["configuration"]["error"]
+
+
+def test_health_endtoend_probes_every_location_and_reports_the_failing_one(
+    client: Client, two_memory_locations: None, tmp_path: Any
+) -> None:
+    replication_enable(enabled=False)
+    location_create(
+        location_id="gone", kind="local", options={"storage_path": str(tmp_path / "no")}
+    )
+
+    response = client.get("/health/endtoend")
+
+    body = response.json()
+    assert response.status_code == 503
+    assert body["storage"]["us_mem"] == {"ok": True}
+    assert body["storage"]["eu_mem"] == {"ok": True}
+    assert body["storage"]["gone"]["ok"] is False
+    assert "does not exist" in body["storage"]["gone"]["error"]
+
+
+def test_metrics_expose_placement_states_per_location(
+    client: Client, two_memory_locations: None
+) -> None:
+    from replication.models import Blob, StorageLocation
+
+    blob = Blob.objects.create(digest="sha256:" + "a" * 64, size=10, sha256="a" * 64)
+    us, eu = StorageLocation.objects.order_by("rank")
+    Placement.objects.create(blob=blob, location=us, state=PlacementState.PRESENT)
+    Placement.objects.create(
+        blob=blob, location=eu, state=PlacementState.FAILED, error_permanent=True
+    )
+
+    text = client.get("/metrics").content.decode()
+
+    assert 'quay_geo_placements{location="us_mem",state="present"} 1' in text
+    assert 'quay_geo_placements{location="eu_mem",state="failed"} 1' in text
+    assert 'quay_geo_failed_placements{location="eu_mem",reason="permanent"} 1' in text
+    assert 'quay_geo_bytes_present{location="us_mem"} 10' in text
+    assert 'quay_geo_coverage_ratio{location="eu_mem"} 0' in text
+
+
+@override_settings(QUAY_GEO_METRICS_TOKEN="s3cret")
+def test_metrics_can_require_a_token(client: Client) -> None:
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("overrides", "check_id"),
+    [
+        ({"SECRET_KEY": ""}, "quay_geo.E001"),
+        ({"QUAY_DISTRIBUTED_STORAGE_PREFERENCE": "us_s3 bad/id"}, "quay_geo.E002"),
+        ({"CELERY_BROKER_URL": "kafka://localhost"}, "quay_geo.E003"),
+    ],
+)
+def test_misconfiguration_is_caught_by_a_system_check_with_its_own_id(
+    overrides: dict[str, str], check_id: str
+) -> None:
+    with override_settings(**overrides):
+        ids = [message.id for message in run_checks()]
+    assert check_id in ids
