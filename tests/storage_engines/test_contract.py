@@ -4,7 +4,7 @@ import hashlib
 import io
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 
 import pytest
 import requests
@@ -36,7 +36,7 @@ def key_of(data: bytes) -> str:
     return content_key("sha256:" + hashlib.sha256(data).hexdigest())
 
 
-def read_all(stream: Iterator[bytes]) -> bytes:
+def read_all(stream: Iterable[bytes]) -> bytes:
     return b"".join(stream)
 
 
