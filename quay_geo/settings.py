@@ -37,10 +37,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "quay_geo",
     "storage_engines",
     "replication",
     "registry",
+    "superuser",
 ]
 
 MIDDLEWARE = [
@@ -52,6 +54,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "replication.heartbeat.HeartbeatMiddleware",
 ]
 
 ROOT_URLCONF = "quay_geo.urls"
@@ -94,6 +97,8 @@ SESSION_COOKIE_AGE = env.int("DJANGO_SESSION_COOKIE_AGE", default=8 * 3600)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+LOGIN_URL = "/superuser/login/"
+LOGIN_REDIRECT_URL = "/superuser/"
 
 # --- Static files (https://docs.djangoproject.com/en/5.2/howto/static-files/) ------------------
 STATIC_URL = "static/"
@@ -132,7 +137,12 @@ CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TASK_CREATE_MISSING_QUEUES = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_IMPORTS = ("replication.heartbeat",)
 CELERY_BEAT_SCHEDULE = {
+    "heartbeat": {
+        "task": "replication.heartbeat",
+        "schedule": env.float("QUAY_GEO_HEARTBEAT_SECONDS", default=30.0),
+    },
     "reconcile": {
         "task": "replication.reconcile",
         "schedule": env.float("QUAY_GEO_RECONCILE_SECONDS", default=60.0),
@@ -148,7 +158,19 @@ REST_FRAMEWORK: dict[str, object] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+SPECTACULAR_SETTINGS = {"TITLE": "quay-geo superuser API", "VERSION": "1"}
+
+# --- Registry tokens (Docker token authentication) ---------------------------------------------
+QUAY_GEO_TOKEN_TTL = env.int("QUAY_GEO_TOKEN_TTL", default=300)
+QUAY_GEO_TOKEN_ISSUER = env.str("QUAY_GEO_TOKEN_ISSUER", default="quay-geo")
+# Service name and token audience; empty: the host the client used. Set it when instances are
+# reached under different host names but must accept each other's tokens.
+QUAY_GEO_REGISTRY_SERVICE = env.str("QUAY_GEO_REGISTRY_SERVICE", default="")
+# Behind a TLS-terminating proxy, trust its X-Forwarded-Proto header.
+if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- Storage replication (../docs/architecture.md) ---------------------------------------------
 # Location IDs this process prefers, in order (spaces or commas). Empty: the stored order.
@@ -167,6 +189,8 @@ QUAY_GEO_GC_GRACE_SECONDS = env.int("QUAY_GEO_GC_GRACE_SECONDS", default=24 * 36
 QUAY_GEO_UPLOAD_EXPIRY_SECONDS = env.int("QUAY_GEO_UPLOAD_EXPIRY_SECONDS", default=24 * 3600)
 QUAY_GEO_BREAKER_FAILURES = env.int("QUAY_GEO_BREAKER_FAILURES", default=3)
 QUAY_GEO_BREAKER_SECONDS = env.float("QUAY_GEO_BREAKER_SECONDS", default=30.0)
+# Seconds between heartbeats (and reachability probes) of each web and worker process.
+QUAY_GEO_HEARTBEAT_SECONDS = env.float("QUAY_GEO_HEARTBEAT_SECONDS", default=30.0)
 # When set, /metrics requires "Authorization: Bearer <token>".
 QUAY_GEO_METRICS_TOKEN = env.str("QUAY_GEO_METRICS_TOKEN", default="")
 
