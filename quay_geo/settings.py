@@ -141,7 +141,7 @@ CELERY_IMPORTS = ("replication.heartbeat",)
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {
         "task": "replication.heartbeat",
-        "schedule": env.float("QUAY_GEO_HEARTBEAT_SECONDS", default=30.0),
+        "schedule": max(env.float("QUAY_GEO_HEARTBEAT_SECONDS", default=30.0), 5.0),
     },
     "reconcile": {
         "task": "replication.reconcile",

@@ -2,7 +2,7 @@
 
 Each process writes one ``InstanceHeartbeat`` row (host, role, storage preference, version, and
 the outcome of its last probe of every location). The ``/superuser`` status tab shows them as a
-matrix of instances × locations, so a region that cannot reach some engine shows before it
+matrix of instances by locations, so a region that cannot reach some engine shows before it
 breaks replication. Web processes beat from :class:`HeartbeatMiddleware` (in a background
 thread, never delaying a request); a worker beats from a thread started on ``worker_ready``,
 and the ``replication.heartbeat`` task is there for beat schedules.
@@ -80,7 +80,9 @@ def _reachability(timeout: float) -> dict[str, dict[str, Any]]:
     }
 
 
-def heartbeat_record(*, role: str, probe: bool = True, timeout: float = PROBE_TIMEOUT) -> InstanceHeartbeat:
+def heartbeat_record(
+    *, role: str, probe: bool = True, timeout: float = PROBE_TIMEOUT
+) -> InstanceHeartbeat:
     """Write this process's heartbeat; probe every location at most once per interval."""
     key = instance_id(role)
     now = time.monotonic()
@@ -108,7 +110,7 @@ def heartbeat_record(*, role: str, probe: bool = True, timeout: float = PROBE_TI
 def _beat_safely(role: str) -> None:
     try:
         heartbeat_record(role=role, probe=True)
-    except Exception:  # noqa: BLE001 - a failed heartbeat is logged, never fatal to the process
+    except Exception:
         logger.exception("could not record the heartbeat of this %s process", role)
     finally:
         close_old_connections()

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 import threading
 from dataclasses import dataclass
 
@@ -11,7 +12,10 @@ from quay_geo.checks import preference_ids
 from storage_engines.base import StorageEngine
 from storage_engines.registry import engine_create
 
+from . import health
 from .models import Blob, Placement, PlacementState, ReplicationSettings, StorageLocation
+
+logger = logging.getLogger(__name__)
 
 
 class PreferenceError(Exception):
@@ -106,3 +110,31 @@ def cache_clear() -> None:
     with _lock:
         _config = None
         _engines.clear()
+
+
+def read_candidates(blob: Blob) -> list[Placement]:
+    """Return the blob's present placements to read from: preferred and healthy ones first.
+
+    Locations whose breaker is open go last instead of being dropped: trying a doubtful store
+    beats answering that nothing holds the blob.
+    """
+    placements = placements_present(blob)
+    healthy = [p for p in placements if health.location_healthy(p.location.location_id)]
+    return healthy + [p for p in placements if p not in healthy]
+
+
+def upload_location_pick() -> StorageLocation:
+    """Return the location new uploads go to: the first healthy one of the instance preference."""
+    preference = preference_of_instance()
+    if not preference:
+        raise PreferenceError("no storage location is configured")
+    for location in preference:
+        if health.location_healthy(location.location_id):
+            if location != preference[0]:
+                logger.warning(
+                    "preferred location %s is unhealthy; uploads go to %s",
+                    preference[0].location_id,
+                    location.location_id,
+                )
+            return location
+    return preference[0]

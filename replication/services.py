@@ -174,3 +174,21 @@ def placement_retry(*, placement_ids: Iterable[int]) -> int:
         )
         placements_enqueue(placement_ids=ids)
     return len(ids)
+
+
+def placement_prioritize(*, blob: Blob, location: StorageLocation) -> bool:
+    """Put the copy of a blob into ``location`` at the front of the queue; True if one was sent.
+
+    Called when a pull found the instance's own location without the blob. Only a location the
+    blob targets gets a copy; the claim in the task keeps a duplicate message harmless.
+    """
+    targets = targets_of_blobs([blob.pk]).get(blob.pk, set())
+    if location.pk not in targets:
+        return False
+    placement, _ = Placement.objects.get_or_create(blob=blob, location=location)
+    if placement.state == PlacementState.PRESENT:
+        return False
+    if placement.state == PlacementState.FAILED and placement.error_permanent:
+        return False
+    placements_enqueue(placement_ids=[placement.pk], priority=True)
+    return True

@@ -1,4 +1,4 @@
-"""The storage configuration as one unit: read it, validate all of it, save it in one go.
+"""Read the storage configuration, validate all of it, and save it in one go.
 
 The ``/superuser`` panel, the JSON API and ``importquayconfig`` all save through
 :func:`storage_config_save`, so one set of rules applies everywhere: nothing is stored unless
@@ -6,7 +6,6 @@ every location passes its engine's own options form, the ID rules, the replicati
 removal rule and (unless told otherwise) a live probe run in parallel.
 """
 
-import concurrent.futures
 import logging
 import re
 from collections.abc import Iterable
@@ -15,19 +14,12 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from storage_engines.errors import (
-    AccessDenied,
-    ContainerNotFound,
-    InvalidOptions,
-    StorageError,
-    StorageMisconfigured,
-    StorageUnavailable,
-)
+from storage_engines.errors import InvalidOptions
 from storage_engines.options import options_clean
-from storage_engines.registry import CONFIGURABLE_KINDS, engine_class, engine_create
+from storage_engines.registry import CONFIGURABLE_KINDS, engine_class
 
-from .locations import LocationInUse, blobs_only_at, location_remove
-from .models import (
+from ..locations import LocationInUse, blobs_only_at, location_remove
+from ..models import (
     AuditEntry,
     InstanceHeartbeat,
     Placement,
@@ -36,21 +28,30 @@ from .models import (
     ServeMode,
     StorageLocation,
 )
-from .services import config_version_bump
-from .targets import LOCAL_REFUSED
+from ..services import config_version_bump
+from ..targets import LOCAL_REFUSED
+from .audit import changes_of
+from .probes import PROBE_TIMEOUT, probes_run
 
 logger = logging.getLogger(__name__)
 
 LOCATION_ID = re.compile(r"^[A-Za-z0-9_-]+$")
-SECRET_MASK = "••••"  # noqa: S105 - the mask shown instead of a secret
-PROBE_TIMEOUT = 5.0
 #: The card-level key of an error that belongs to no single field.
 CARD = "__all__"
 #: Options that say where the bytes are: changing one strands what the location holds.
 LOCATING_OPTIONS = frozenset(
-    {"s3_bucket", "bucket_name", "swift_container", "storage_path", "endpoint_url", "hostname",
-     "port", "api_endpoint", "auth_url"}
-)  # fmt: skip
+    {
+        "s3_bucket",
+        "bucket_name",
+        "swift_container",
+        "storage_path",
+        "endpoint_url",
+        "hostname",
+        "port",
+        "api_endpoint",
+        "auth_url",
+    }
+)
 NO_DEFAULT_WARNING = (
     "Storage replication is enabled but no location is marked “Replicate to storage engine by "
     "default”: nothing will replicate, except to the extra locations of namespaces."
@@ -130,62 +131,6 @@ def storage_config_read() -> StorageConfig:
     )
 
 
-def probe_message(exc: BaseException, *, kind: str, timeout: float = PROBE_TIMEOUT) -> str:
-    """Return what an operator reads about a failed probe, by error class."""
-    container = {"swift": "Container", "local": "Directory"}.get(kind, "Bucket")
-    if isinstance(exc, AccessDenied):
-        head = "Access denied"
-    elif isinstance(exc, ContainerNotFound):
-        head = f"{container} not found"
-    elif isinstance(exc, StorageUnavailable):
-        head = f"Cannot connect within {timeout:g} s"
-    elif isinstance(exc, StorageMisconfigured | InvalidOptions):
-        head = "Misconfigured"
-    else:
-        head = "Probe failed"
-    return f"{head}: {exc}"
-
-
-def probe_engine(
-    *, kind: str, location_id: str, options: dict[str, Any], timeout: float
-) -> str | None:
-    """Build an engine and write, read back and delete a small object; return the error, or None."""
-    try:
-        engine_create(kind=kind, location_id=location_id, options=options).probe(timeout=timeout)
-    except StorageError as exc:
-        return probe_message(exc, kind=kind, timeout=timeout)
-    return None
-
-
-def probes_run(
-    jobs: dict[Any, tuple[str, str, dict[str, Any]]], *, timeout: float
-) -> dict[Any, str | None]:
-    """Probe every (kind, location ID, options) job in parallel; return each one's error."""
-    if not jobs:
-        return {}
-    pool = concurrent.futures.ThreadPoolExecutor(
-        max_workers=min(16, len(jobs)), thread_name_prefix="probe"
-    )
-    futures = {
-        key: pool.submit(probe_engine, kind=kind, location_id=lid, options=opts, timeout=timeout)
-        for key, (kind, lid, opts) in jobs.items()
-    }
-    # Building a client may itself block (DNS, credential lookups): bound the whole batch.
-    concurrent.futures.wait(futures.values(), timeout=timeout + 2)
-    pool.shutdown(wait=False, cancel_futures=True)
-    results: dict[Any, str | None] = {}
-    for key, future in futures.items():
-        if future.done():
-            results[key] = future.result()
-        else:
-            results[key] = probe_message(
-                StorageUnavailable(f"no answer from {jobs[key][1]}"),
-                kind=jobs[key][0],
-                timeout=timeout,
-            )
-    return results
-
-
 def storage_config_save(
     *,
     config: StorageConfig,
@@ -193,8 +138,12 @@ def storage_config_save(
     user: Any = None,
     probe: bool = True,
     probe_timeout: float = PROBE_TIMEOUT,
+    dry_run: bool = False,
 ) -> SaveResult:
-    """Validate the whole configuration and, only if all of it is valid, store it atomically."""
+    """Validate the whole configuration and, only if all of it is valid, store it atomically.
+
+    With ``dry_run`` everything is checked (probes included) and nothing is stored.
+    """
     result = SaveResult()
     existing = {loc.pk: loc for loc in StorageLocation.objects.all()}
     settings_row = ReplicationSettings.load()
@@ -212,7 +161,7 @@ def storage_config_save(
             if message:
                 result.add(index, CARD, message)
     _warnings(config, cleaned, existing, removed, result)
-    if not result.ok:
+    if not result.ok or dry_run:
         return result
     try:
         _store(config, cleaned, existing, removed, settings_row, actor, user, result)
@@ -443,7 +392,7 @@ def _store(
             user=user if getattr(user, "pk", None) else None,
             targets_changed=before_targets != after_targets or bool(removed),
         )
-        result.changes = _changes(config, settings_row, existing, saved, removed)
+        result.changes = changes_of(config, settings_row, existing, saved, removed)
         AuditEntry.objects.create(actor=actor, action="storage_config_save", changes=result.changes)
     result.saved = True
     result.new_defaults = [
@@ -455,70 +404,3 @@ def _store(
         actor,
         ", ".join(result.new_defaults) or "none",
     )
-
-
-def _snapshot(location: StorageLocation) -> dict[str, Any]:
-    """Return a location as the audit log shows it: every secret masked."""
-    options: dict[str, Any] = dict(location.options)
-    options.update({name: SECRET_MASK for name in location.secrets})
-    return {
-        "kind": location.kind,
-        "options": options,
-        "replicate_by_default": location.replicate_by_default,
-        "serve_mode": location.serve_mode,
-    }
-
-
-def _changes(
-    config: StorageConfig,
-    settings_row: ReplicationSettings,
-    existing: dict[int, StorageLocation],
-    saved: list[StorageLocation],
-    removed: list[StorageLocation],
-) -> dict[str, Any]:
-    """Return what the save changed, with every secret value masked."""
-    changes: dict[str, Any] = {}
-    if settings_row.storage_replication_enabled != config.replication_enabled:
-        changes["replication_enabled"] = [
-            settings_row.storage_replication_enabled,
-            config.replication_enabled,
-        ]
-    if removed:
-        changes["removed"] = [loc.location_id for loc in removed]
-    for row in saved:
-        old = existing.get(row.pk)
-        if old is None:
-            changes.setdefault("added", {})[row.location_id] = _snapshot(row)
-            continue
-        if old.location_id != row.location_id:
-            changes.setdefault("renamed", {})[old.location_id] = row.location_id
-        diff = _diff(old, row)
-        if diff:
-            changes.setdefault("changed", {})[row.location_id] = diff
-    old_order = [pk for pk, _ in sorted(existing.items(), key=lambda item: item[1].rank)]
-    new_order = [row.pk for row in saved]
-    if [pk for pk in old_order if pk in new_order] != [pk for pk in new_order if pk in old_order]:
-        changes["order"] = [row.location_id for row in saved]
-    return changes
-
-
-def _diff(old: StorageLocation, new: StorageLocation) -> dict[str, list[Any]]:
-    """Return ``{field: [before, after]}`` for one location; secrets show as masks."""
-    before, after = _snapshot(old), _snapshot(new)
-    diff = {
-        name: [before[name], after[name]]
-        for name in ("kind", "replicate_by_default", "serve_mode")
-        if before[name] != after[name]
-    }
-    old_values = old.engine_options() if old.kind == new.kind else {}
-    new_values = new.engine_options()
-    for name in sorted(set(before["options"]) | set(after["options"])):
-        secret = name in old.secrets or name in new.secrets
-        if secret and old_values.get(name) != new_values.get(name):
-            diff[f"options.{name}"] = [
-                SECRET_MASK if name in old.secrets else None,
-                SECRET_MASK if name in new.secrets else None,
-            ]
-        elif not secret and before["options"].get(name) != after["options"].get(name):
-            diff[f"options.{name}"] = [before["options"].get(name), after["options"].get(name)]
-    return diff

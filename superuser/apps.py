@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SuperuserConfig(AppConfig):
+    name = "superuser"
+    verbose_name = "Superuser panel"

@@ -1,0 +1,1 @@
+"""Views of the /superuser panel: thin adapters over replication's services."""

@@ -1,0 +1,39 @@
+"""Replication status tab: counts, throughput, backfill progress, failures, instances."""
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from ..access import superuser_required
+from ..selectors import status_overview
+from ..services import failed_placements_retry
+
+#: Seconds between two refreshes of the status fragment.
+REFRESH_SECONDS = 3
+
+
+@superuser_required
+def status(request: HttpRequest) -> HttpResponse:
+    """Show the whole status page; its body refreshes itself from ``status_fragment``."""
+    context = {"tab": "status", "overview": status_overview(), "refresh": REFRESH_SECONDS}
+    return render(request, "superuser/status.html", context)
+
+
+@superuser_required
+def status_fragment(request: HttpRequest) -> HttpResponse:
+    """Render only the status body, for the page's periodic refresh."""
+    return render(request, "superuser/_status.html", {"overview": status_overview()})
+
+
+@superuser_required
+@require_POST
+def retry(request: HttpRequest) -> HttpResponse:
+    """Retry one failed placement, or every failed one (optionally of one location)."""
+    if "placement" in request.POST:
+        ids = [int(v) for v in request.POST.getlist("placement") if v.isdigit()]
+        count = failed_placements_retry(placement_ids=ids)
+    else:
+        count = failed_placements_retry(location_id=request.POST.get("location_id") or None)
+    messages.success(request, f"{count} failed placement(s) sent back to the replication queue.")
+    return redirect("superuser:status")
