@@ -15,7 +15,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 
-# --- Local state ------------------------------------------------------------------------------
+# --- Local state ---------------------------------------------------------------------------------
 VAR_DIR = BASE_DIR / env.str("QUAY_GEO_VAR_DIR", default="var")  # absolute values stay absolute
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -164,7 +164,7 @@ REST_FRAMEWORK: dict[str, object] = {
 }
 SPECTACULAR_SETTINGS = {"TITLE": "quay-geo superuser API", "VERSION": "1"}
 
-# --- Registry tokens (Docker token authentication) ---------------------------------------------
+# --- Registry tokens (Docker token authentication) -----------------------------------------------
 QUAY_GEO_TOKEN_TTL = env.int("QUAY_GEO_TOKEN_TTL", default=300)
 QUAY_GEO_TOKEN_ISSUER = env.str("QUAY_GEO_TOKEN_ISSUER", default="quay-geo")
 # Service name and token audience; empty: the host the client used. Set it when instances are
@@ -173,6 +173,18 @@ QUAY_GEO_REGISTRY_SERVICE = env.str("QUAY_GEO_REGISTRY_SERVICE", default="")
 # Behind a TLS-terminating proxy, trust its X-Forwarded-Proto header.
 if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Registry API --------------------------------------------------------------------------------
+# Requests per minute and client (user or address); 0 turns the limiter off. It counts in
+# Django's cache: configure a shared cache (CACHES) for it to count across processes.
+QUAY_GEO_RATE_LIMIT_PER_MINUTE = env.int("QUAY_GEO_RATE_LIMIT_PER_MINUTE", default=0)
+# OCI-Chunk-Min-Length advertised on upload sessions; unset: the engine's minimum part size,
+# 0: none.
+QUAY_GEO_CHUNK_MIN_LENGTH = env.int("QUAY_GEO_CHUNK_MIN_LENGTH", default=None)
+QUAY_GEO_MANIFEST_MAX_BYTES = env.int("QUAY_GEO_MANIFEST_MAX_BYTES", default=4 * 1024 * 1024)
+# Lifetime of the storage URLs blob GETs redirect to.
+QUAY_GEO_DIRECT_URL_TTL = env.int("QUAY_GEO_DIRECT_URL_TTL", default=600)
+QUAY_GEO_UPLOAD_LEASE_SECONDS = env.int("QUAY_GEO_UPLOAD_LEASE_SECONDS", default=3600)
 
 # --- Storage replication (../docs/architecture.md) ---------------------------------------------
 # Location IDs this process prefers, in order (spaces or commas). Empty: the stored order.
@@ -196,7 +208,7 @@ QUAY_GEO_HEARTBEAT_SECONDS = env.float("QUAY_GEO_HEARTBEAT_SECONDS", default=30.
 # When set, /metrics requires "Authorization: Bearer <token>".
 QUAY_GEO_METRICS_TOKEN = env.str("QUAY_GEO_METRICS_TOKEN", default="")
 
-# --- Logging ------------------------------------------------------------------------------------
+# --- Logging -------------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

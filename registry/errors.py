@@ -13,7 +13,13 @@ class OCIError(Exception):
     status: ClassVar[int] = 400
     message: ClassVar[str] = "unknown error"
 
-    def __init__(self, detail: Any = None, *, message: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        detail: Any = None,
+        *,
+        message: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message or self.message)
         self.detail = detail
         self.text = message or self.message
@@ -31,14 +37,20 @@ class OCIError(Exception):
 
 
 def _error(code: str, status: int, message: str) -> type[OCIError]:
-    return type(code.title().replace("_", ""), (OCIError,), {"code": code, "status": status, "message": message})
+    return type(
+        code.title().replace("_", ""),
+        (OCIError,),
+        {"code": code, "status": status, "message": message},
+    )
 
 
 BlobUnknown = _error("BLOB_UNKNOWN", 404, "blob unknown to registry")
 BlobUploadInvalid = _error("BLOB_UPLOAD_INVALID", 400, "blob upload invalid")
 BlobUploadUnknown = _error("BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry")
 DigestInvalid = _error("DIGEST_INVALID", 400, "provided digest did not match uploaded content")
-ManifestBlobUnknown = _error("MANIFEST_BLOB_UNKNOWN", 400, "manifest references a manifest or blob unknown to registry")
+ManifestBlobUnknown = _error(
+    "MANIFEST_BLOB_UNKNOWN", 400, "manifest references a manifest or blob unknown to registry"
+)
 ManifestInvalid = _error("MANIFEST_INVALID", 400, "manifest invalid")
 ManifestUnknown = _error("MANIFEST_UNKNOWN", 404, "manifest unknown to registry")
 NameInvalid = _error("NAME_INVALID", 400, "invalid repository name")

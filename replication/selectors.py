@@ -5,6 +5,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 
@@ -29,6 +30,11 @@ class LocationConfig:
     version: int
     replication_enabled: bool
     locations: tuple[StorageLocation, ...]
+    changed_at: datetime | None = None
+
+    @property
+    def key(self) -> tuple[int, datetime | None]:
+        return (self.version, self.changed_at)
 
     def by_id(self) -> dict[str, StorageLocation]:
         return {location.location_id: location for location in self.locations}
@@ -50,16 +56,20 @@ def config_current() -> LocationConfig:
     """Return the current configuration, reloading it when its version changed."""
     global _config
     row = ReplicationSettings.load()
+    # The change time is part of the key: a restored or emptied database can repeat a version.
+    key = (row.config_version, row.updated_at)
     cached = _config
-    if cached is not None and cached.version == row.config_version:
+    if cached is not None and cached.key == key:
         return cached
     with _lock:
-        if _config is None or _config.version != row.config_version:
+        if _config is None or _config.key != key:
             locations = tuple(StorageLocation.objects.order_by("rank", "location_id"))
-            _config = LocationConfig(row.config_version, row.storage_replication_enabled, locations)
+            _config = LocationConfig(
+                row.config_version, row.storage_replication_enabled, locations, row.updated_at
+            )
             current = {(loc.location_id, _fingerprint(loc)) for loc in locations}
-            for key in [k for k in _engines if k not in current]:
-                del _engines[key]
+            for stale in [k for k in _engines if k not in current]:
+                del _engines[stale]
         return _config
 
 

@@ -149,12 +149,20 @@ def placements_enqueue(*, placement_ids: Iterable[int], priority: bool = False) 
         routes = dict(
             Placement.objects.filter(pk__in=ids).values_list("pk", "location__location_id")
         )
-        for placement_id in ids:
-            if placement_id in routes:
-                replicate_blob_send(placement_id, routes[placement_id], priority=priority)
-        Placement.objects.filter(pk__in=ids).update(enqueued_at=timezone.now())
+        sent = []
+        try:
+            for placement_id in ids:
+                if placement_id in routes:
+                    replicate_blob_send(placement_id, routes[placement_id], priority=priority)
+                    sent.append(placement_id)
+        except Exception:  # noqa: BLE001 - a broker outage must not fail the push
+            logger.exception(
+                "broker unavailable: %s replication task(s) left for the reconciler",
+                len(ids) - len(sent),
+            )
+        Placement.objects.filter(pk__in=sent).update(enqueued_at=timezone.now())
 
-    transaction.on_commit(send)
+    transaction.on_commit(send, robust=True)
 
 
 def placement_retry(*, placement_ids: Iterable[int]) -> int:

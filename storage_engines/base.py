@@ -25,7 +25,7 @@ from .errors import (
 )
 from .keys import upload_key
 from .options import EngineOptionsForm
-from .streams import CHUNK, ByteStream, HashingReader, Readable
+from .streams import CHUNK, ByteStream, CountingReader, HashingReader, Readable
 
 MiB = 1024 * 1024
 
@@ -169,16 +169,28 @@ class StorageEngine(ABC):
     def upload_append(
         self, state: UploadState, stream: Readable, *, length: int | None = None
     ) -> UploadState:
-        """Append ``length`` bytes (or the whole stream) and return the new state."""
+        """Append ``length`` bytes (or the whole stream) and return the new state.
+
+        A failed append aborts the session (what it wrote may be only partly recorded in any
+        state the caller holds), so the caller starts the upload again.
+        """
         state = copy.deepcopy(state)
-        source = HashingReader(stream, limit=length)
-        with tempfile.SpooledTemporaryFile(max_size=state["part_size"]) as pending:
-            old_tail = self._tail_read(state, pending)
-            buffered = self._parts_feed(state, source, pending, int(state["tail"]))
-            if length is not None and source.size != length:
-                raise StorageError(f"stream ended after {source.size} of {length} bytes")
-            state["tail"] = 0
-            self._remainder_store(state, pending, buffered)
+        source = CountingReader(stream, limit=length)
+        old_tail = None
+        try:
+            with tempfile.SpooledTemporaryFile(max_size=state["part_size"]) as pending:
+                old_tail = self._tail_read(state, pending)
+                buffered = self._parts_feed(state, source, pending, int(state["tail"]))
+                if length is not None and source.size != length:
+                    raise StorageError(f"stream ended after {source.size} of {length} bytes")
+                state["tail"] = 0
+                self._remainder_store(state, pending, buffered)
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                self.upload_abort(state)
+                if old_tail is not None:
+                    self.delete(old_tail)
+            raise
         # Only now is the old tail no longer needed: a failed append can be retried from the
         # caller's previous state, which still names it.
         if old_tail is not None:

@@ -63,14 +63,13 @@ class ByteStream:
         self.close()
 
 
-class HashingReader:
-    """Wrap a readable, counting and hashing (SHA-256) every byte read through it."""
+class CountingReader:
+    """Wrap a readable, counting the bytes read and stopping after ``limit`` of them."""
 
     def __init__(self, source: Readable, limit: int | None = None) -> None:
         self._source = source
         self._limit = limit
         self.size = 0
-        self.sha256 = hashlib.sha256()
 
     def read(self, size: int = -1, /) -> bytes:
         if self._limit is not None:
@@ -80,6 +79,18 @@ class HashingReader:
             size = remaining if size is None or size < 0 else min(size, remaining)
         data = self._source.read(size)
         self.size += len(data)
+        return data
+
+
+class HashingReader(CountingReader):
+    """Wrap a readable, counting and hashing (SHA-256) every byte read through it."""
+
+    def __init__(self, source: Readable, limit: int | None = None) -> None:
+        super().__init__(source, limit)
+        self.sha256 = hashlib.sha256()
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = super().read(size)
         self.sha256.update(data)
         return data
 

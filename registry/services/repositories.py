@@ -1,0 +1,46 @@
+"""Repositories created on first push, and links of blobs to repositories."""
+
+from replication.models import Blob, Placement, PlacementState
+
+from .. import errors
+from ..models import Namespace, Repository, RepositoryBlob
+from ..selectors import blob_linked, repository_find
+
+
+def repository_for_push(*, name: str) -> Repository:
+    """Return the repository a push goes to, created on first push; Denied without namespace.
+
+    The caller has checked that the pusher may write the namespace.
+    """
+    existing = repository_find(name=name)
+    if existing is not None:
+        return existing
+    namespace_name, _, rest = name.partition("/")
+    namespace = Namespace.objects.filter(name=namespace_name).first()
+    if namespace is None:
+        raise errors.Denied(
+            {"namespace": namespace_name},
+            message=f"namespace {namespace_name} does not exist; push to your own namespace "
+            "or to an organization you may write to",
+        )
+    repository, _ = Repository.objects.get_or_create(namespace=namespace, name=rest)
+    return Repository.objects.select_related("namespace").get(pk=repository.pk)
+
+
+def blob_mount(*, repository: Repository, source: Repository, digest: str) -> Blob | None:
+    """Link a blob of ``source`` into ``repository``; return it, or None if it cannot be mounted."""
+    blob = blob_linked(repository=source, digest=digest)
+    if (
+        blob is None
+        or not Placement.objects.filter(blob=blob, state=PlacementState.PRESENT).exists()
+    ):
+        return None
+    RepositoryBlob.objects.get_or_create(repository=repository, blob=blob)
+    return blob
+
+
+def blob_unlink(*, repository: Repository, digest: str) -> None:
+    """Remove a blob from a repository (its bytes are collected later); BlobUnknown if absent."""
+    deleted, _ = RepositoryBlob.objects.filter(repository=repository, blob__digest=digest).delete()
+    if not deleted:
+        raise errors.BlobUnknown({"digest": digest})
