@@ -38,7 +38,9 @@ class EngineOptionsForm(forms.Form):
         return {name: field.initial for name, field in cls.base_fields.items()}
 
 
-def options_clean(form_class: type[EngineOptionsForm], options: Mapping[str, Any]) -> dict[str, Any]:
+def options_clean(
+    form_class: type[EngineOptionsForm], options: Mapping[str, Any]
+) -> dict[str, Any]:
     """Return the validated options with defaults applied, or raise InvalidOptions."""
     unknown = sorted(set(options) - set(form_class.base_fields))
     if unknown:
