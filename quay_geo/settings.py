@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -46,6 +47,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "quay_geo.logging.RequestIdMiddleware",  # first: every later log line carries the request id
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -210,13 +212,19 @@ QUAY_GEO_HEARTBEAT_SECONDS = env.float("QUAY_GEO_HEARTBEAT_SECONDS", default=30.
 QUAY_GEO_METRICS_TOKEN = env.str("QUAY_GEO_METRICS_TOKEN", default="")
 
 # --- Logging -------------------------------------------------------------------------------------
+# "json": one JSON line per event (quay_geo/logging.py); "text": one plain line.
+# Checked here, not in a system check: logging is configured before checks run.
+QUAY_GEO_LOG_FORMAT = env.str("QUAY_GEO_LOG_FORMAT", default="text" if DEBUG else "json")
+if QUAY_GEO_LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"QUAY_GEO_LOG_FORMAT is {QUAY_GEO_LOG_FORMAT!r}; use json or text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "quay_geo.logging.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": QUAY_GEO_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("QUAY_GEO_LOG_LEVEL", default="INFO")},
     "loggers": {
         "botocore": {"level": "WARNING"},

@@ -14,7 +14,6 @@ from django.utils import timezone
 
 from storage_engines.base import CopyResult, StorageEngine
 from storage_engines.errors import (
-    ObjectNotFound,
     StorageError,
     StoragePermanentError,
     StorageUnavailable,
@@ -175,7 +174,7 @@ def blob_replicate(*, placement_id: int) -> Outcome:
                         sha256=blob.sha256,
                     )
                     break
-                except (ObjectNotFound, StorageUnavailable) as exc:
+                except StorageError as exc:  # another source may still work
                     last_error = exc
                     logger.warning(
                         "copy of %s from %s failed: %s", blob.digest, source_location, exc

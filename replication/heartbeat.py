@@ -25,6 +25,7 @@ from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from . import health
 from .config import probes_run
 from .models import InstanceHeartbeat, StorageLocation
 from .selectors import preference_of_instance
@@ -74,9 +75,17 @@ def _reachability(timeout: float) -> dict[str, dict[str, Any]]:
     locations = list(StorageLocation.objects.order_by("rank", "location_id"))
     jobs = {loc.location_id: (loc.kind, loc.location_id, loc.engine_options()) for loc in locations}
     at = timezone.now().isoformat()
+    results = probes_run(jobs, timeout=timeout)
+    for location_id, error in results.items():
+        # A failed probe opens the location's breaker in this process: uploads go elsewhere
+        # and reads try other copies first until it answers again.
+        if error is None:
+            health.location_succeeded(location_id)
+        else:
+            health.location_failed(location_id, reason=error, trip=True)
     return {
         location_id: {"ok": error is None, "error": error or "", "at": at}
-        for location_id, error in probes_run(jobs, timeout=timeout).items()
+        for location_id, error in results.items()
     }
 
 

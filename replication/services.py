@@ -155,7 +155,7 @@ def placements_enqueue(*, placement_ids: Iterable[int], priority: bool = False) 
                 if placement_id in routes:
                     replicate_blob_send(placement_id, routes[placement_id], priority=priority)
                     sent.append(placement_id)
-        except Exception:  # noqa: BLE001 - a broker outage must not fail the push
+        except Exception:
             logger.exception(
                 "broker unavailable: %s replication task(s) left for the reconciler",
                 len(ids) - len(sent),

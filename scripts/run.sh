@@ -91,8 +91,9 @@ trap 'stop_all' EXIT
 trap 'exit 130' INT TERM
 
 log "starting S3 (moto) for region us on :$S3_US_PORT and eu on :$S3_EU_PORT"
-start s3-us "$BIN/moto_server" -H 127.0.0.1 -p "$S3_US_PORT"
-start s3-eu "$BIN/moto_server" -H 127.0.0.1 -p "$S3_EU_PORT"
+# Their own session: a Ctrl-C in the terminal must not reach moto before its data is saved.
+start s3-us setsid "$BIN/moto_server" -H 127.0.0.1 -p "$S3_US_PORT"
+start s3-eu setsid "$BIN/moto_server" -H 127.0.0.1 -p "$S3_EU_PORT"
 wait_http "http://127.0.0.1:$S3_US_PORT/moto-api/" 30 || die "moto did not start (see $STATE/logs/s3-us.log)"
 wait_http "http://127.0.0.1:$S3_EU_PORT/moto-api/" 30 || die "moto did not start (see $STATE/logs/s3-eu.log)"
 "$BIN/python" scripts/s3_snapshot.py restore "http://127.0.0.1:$S3_US_PORT" "$STATE/s3-us"
@@ -117,7 +118,11 @@ for region in us eu; do
         --option "s3_bucket=quay-geo-$region" --option "endpoint_url=http://127.0.0.1:$port" \
         --option s3_access_key=demo --option s3_secret_key=demo --option addressing_style=path
 done
-"$BIN/python" manage.py setreplication on
+# Only on the first start: later, the panel's choice (replication on or off) is kept.
+if [ ! -e "$STATE/configured" ]; then
+    "$BIN/python" manage.py setreplication on
+    touch "$STATE/configured"
+fi
 
 gunicorn_for() { # region port preference
     start "web-$1" env QUAY_DISTRIBUTED_STORAGE_PREFERENCE="$3" "$BIN/gunicorn" \
@@ -142,6 +147,7 @@ quay-geo is running: two regions, replication on (us_s3 <-> eu_s3).
   region eu  http://127.0.0.1:$EU_PORT   (writes to eu_s3)
   panel      http://127.0.0.1:$US_PORT/superuser/   user: $user (password: DJANGO_SUPERUSER_PASSWORD, or printed above on first run)
   logs       $STATE/logs/
+  manage.py  DJANGO_SECRET_KEY=\$(cat $STATE/secret-key) .venv/bin/python manage.py replicationstatus
 
 Try it (in another terminal):
   .venv/bin/python scripts/demo_image.py var/demo-image          # a small OCI image, no internet needed

@@ -44,7 +44,7 @@ from .errors import (
     UploadSessionInvalid,
 )
 from .keys import upload_key
-from .options import EngineOptionsForm, SecretField, options_clean
+from .options import EndpointURLField, EngineOptionsForm, SecretField, options_clean
 from .s3 import S3Engine
 from .streams import CHUNK, ByteStream, Readable, iter_readable
 
@@ -85,9 +85,8 @@ class GCSOptions(EngineOptionsForm):
     anonymous = forms.BooleanField(
         required=False, initial=False, help_text="Send no credentials (emulators only)."
     )
-    api_endpoint = forms.URLField(
+    api_endpoint = EndpointURLField(
         required=False,
-        assume_scheme="https",
         help_text=f"API endpoint for emulators and private endpoints (default {GCS_ENDPOINT}).",
     )
     chunk_size_mb = forms.IntegerField(

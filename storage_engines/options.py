@@ -6,6 +6,7 @@ The factory validates a location's stored options with the engine's form, and th
 
 from collections.abc import Mapping
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from django import forms
 
@@ -17,6 +18,26 @@ class SecretField(forms.CharField):
 
     secret = True
     widget = forms.PasswordInput(render_value=False)
+
+
+class EndpointURLField(forms.CharField):
+    """An http(s) URL whose host may be a single label (``http://minio-us:9000``).
+
+    Django's URLField wants a dotted host name, which refuses service names on private networks.
+    """
+
+    def clean(self, value: Any) -> str:
+        text = str(super().clean(value) or "").strip()
+        if not text:
+            return ""
+        parsed = urlsplit(text)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise forms.ValidationError("Enter an http:// or https:// URL with a host name.")
+        try:
+            parsed.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise forms.ValidationError("The port of this URL is not a number.") from None
+        return text.rstrip("/")
 
 
 class EngineOptionsForm(forms.Form):

@@ -44,7 +44,7 @@ from .errors import (
     UploadSessionInvalid,
 )
 from .keys import upload_key
-from .options import EngineOptionsForm, SecretField
+from .options import EndpointURLField, EngineOptionsForm, SecretField
 from .streams import CHUNK, ByteStream, Readable
 
 if TYPE_CHECKING:
@@ -129,9 +129,8 @@ class S3Options(S3CommonOptions):
     s3_region = forms.CharField(
         required=False, initial="us-east-1", help_text="Region of the bucket."
     )
-    endpoint_url = forms.URLField(
+    endpoint_url = EndpointURLField(
         required=False,
-        assume_scheme="https",
         help_text="S3-compatible endpoint URL; leave empty for Amazon S3.",
     )
     s3_access_key = forms.CharField(

@@ -81,7 +81,7 @@ def use_test_broker() -> None:
     url = broker_url()
     redis.Redis.from_url(url).flushdb()
     app.close()
-    app.amqp._producer_pool = None  # noqa: SLF001 - it holds connections to the old broker
+    app.amqp._producer_pool = None
     app.conf.broker_url = url
     app.conf.task_always_eager = False
 

@@ -22,7 +22,7 @@ from replication.models import Blob, StorageLocation
 from replication.selectors import PreferenceError, location_engine, upload_location_pick
 from replication.services import blob_commit
 from storage_engines.base import StorageEngine, UploadState
-from storage_engines.errors import StorageError, StorageUnavailable
+from storage_engines.errors import StorageError, StoragePermanentError, StorageUnavailable
 from storage_engines.keys import content_key, upload_key
 
 from .. import errors
@@ -47,7 +47,7 @@ def upload_location_choose() -> StorageLocation:
 
 def _health_report(location: StorageLocation, exc: BaseException) -> None:
     """Count a storage failure against the location's circuit breaker."""
-    if isinstance(exc, StorageUnavailable):
+    if isinstance(exc, StorageUnavailable | StoragePermanentError):
         health.location_failed(location.location_id, reason=str(exc))
 
 
