@@ -65,7 +65,9 @@ def placement_claim(placement_id: int) -> tuple[Placement, int] | None:
     now = timezone.now()
     with transaction.atomic():
         placement = (
-            Placement.objects.select_for_update(skip_locked=True)
+            # of=self: locking the joined location row too would make every claim of the same
+            # location skip the others (PostgreSQL locks every table of the join by default).
+            Placement.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("blob", "location")
             .filter(pk=placement_id)
             .first()
