@@ -60,8 +60,15 @@ def backoff_seconds(attempts: int) -> float:
     return delay * random.uniform(0.5, 1.0)
 
 
+class PlacementBusy(Exception):
+    """Another transaction holds the placement's row for a moment; try again shortly."""
+
+
 def placement_claim(placement_id: int) -> tuple[Placement, int] | None:
-    """Lock the placement and mark it ``copying`` under a lease; None if there is nothing to do."""
+    """Lock the placement and mark it ``copying`` under a lease; None if there is nothing to do.
+
+    Raise PlacementBusy when the row is locked by someone else right now.
+    """
     now = timezone.now()
     with transaction.atomic():
         placement = (
@@ -72,7 +79,13 @@ def placement_claim(placement_id: int) -> tuple[Placement, int] | None:
             .filter(pk=placement_id)
             .first()
         )
-        if placement is None or placement.state == PlacementState.PRESENT:
+        if placement is None:
+            if Placement.objects.filter(pk=placement_id).exclude(
+                state=PlacementState.PRESENT
+            ).exists():
+                raise PlacementBusy(placement_id)
+            return None
+        if placement.state == PlacementState.PRESENT:
             return None
         if placement.state == PlacementState.COPYING and (
             placement.lease_expires_at and placement.lease_expires_at > now
@@ -150,7 +163,10 @@ def copy_verified(
 
 def blob_replicate(*, placement_id: int) -> Outcome:
     """Run the replication of one placement once; the caller retries on ``retry``."""
-    claimed = placement_claim(placement_id)
+    try:
+        claimed = placement_claim(placement_id)
+    except PlacementBusy:
+        return Outcome("retry", "placement row busy", retry_in=2.0)
     if claimed is None:
         return Outcome("skipped")
     placement, token = claimed

@@ -149,18 +149,21 @@ def placements_enqueue(*, placement_ids: Iterable[int], priority: bool = False) 
         routes = dict(
             Placement.objects.filter(pk__in=ids).values_list("pk", "location__location_id")
         )
-        sent = []
+        # Marked before sending: the update must not hold the row while a worker claims it.
+        Placement.objects.filter(pk__in=list(routes)).update(enqueued_at=timezone.now())
+        sent: set[int] = set()
         try:
-            for placement_id in ids:
-                if placement_id in routes:
-                    replicate_blob_send(placement_id, routes[placement_id], priority=priority)
-                    sent.append(placement_id)
+            for placement_id, location_id in routes.items():
+                replicate_blob_send(placement_id, location_id, priority=priority)
+                sent.add(placement_id)
         except Exception:
+            # A broker outage must not fail the push: the reconciler sends these later.
             logger.exception(
                 "broker unavailable: %s replication task(s) left for the reconciler",
-                len(ids) - len(sent),
+                len(routes) - len(sent),
             )
-        Placement.objects.filter(pk__in=sent).update(enqueued_at=timezone.now())
+            unsent = [pk for pk in routes if pk not in sent]
+            Placement.objects.filter(pk__in=unsent).update(enqueued_at=None)
 
     transaction.on_commit(send, robust=True)
 
