@@ -80,9 +80,11 @@ def placement_claim(placement_id: int) -> tuple[Placement, int] | None:
             .first()
         )
         if placement is None:
-            if Placement.objects.filter(pk=placement_id).exclude(
-                state=PlacementState.PRESENT
-            ).exists():
+            if (
+                Placement.objects.filter(pk=placement_id)
+                .exclude(state=PlacementState.PRESENT)
+                .exists()
+            ):
                 raise PlacementBusy(placement_id)
             return None
         if placement.state == PlacementState.PRESENT:

@@ -13,6 +13,7 @@ import json
 import os
 import tarfile
 from pathlib import Path
+from typing import Any
 
 
 def _blob(root: Path, data: bytes) -> dict[str, object]:
@@ -62,14 +63,14 @@ def build(root: Path, tag: str, layers: int, layer_bytes: int) -> str:
     }
     manifest_descriptor = _blob(root, json.dumps(manifest).encode())
     index_path = root / "index.json"
-    index = (
+    layout_index: dict[str, Any] = (
         json.loads(index_path.read_text())
         if index_path.exists()
         else {"schemaVersion": 2, "manifests": []}
     )
-    index["manifests"] = [
+    layout_index["manifests"] = [
         m
-        for m in index["manifests"]
+        for m in layout_index["manifests"]
         if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag
     ] + [
         {
@@ -78,7 +79,7 @@ def build(root: Path, tag: str, layers: int, layer_bytes: int) -> str:
             "annotations": {"org.opencontainers.image.ref.name": tag},
         }
     ]
-    index_path.write_text(json.dumps(index))
+    index_path.write_text(json.dumps(layout_index))
     return str(manifest_descriptor["digest"])
 
 

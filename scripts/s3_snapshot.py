@@ -9,12 +9,13 @@ usage: s3_snapshot.py save|restore ENDPOINT DIRECTORY
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import boto3
 from botocore.config import Config
 
 
-def client(endpoint: str):  # type: ignore[no-untyped-def]
+def client(endpoint: str) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=endpoint,

@@ -156,7 +156,7 @@ class Client:
         response = self.session.put(
             f"{self.base}/v2/{repository}/manifests/{tag}",
             data=body,
-            headers={"Content-Type": manifest["mediaType"]},
+            headers={"Content-Type": str(manifest["mediaType"])},
             timeout=30,
         )
         assert response.status_code == 201, response.text
