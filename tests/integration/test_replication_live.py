@@ -243,3 +243,33 @@ def test_backfill_of_2000_blobs_to_a_new_default_location() -> None:
     again = io.StringIO()
     call_command("backfillreplication", stdout=again)
     assert "0 placements created" in again.getvalue()
+
+
+def test_corrupted_source_bytes_never_become_present_anywhere(two_regions: Any) -> None:
+    us, eu = two_regions
+    data = os.urandom(3 * MiB)
+    with live.celery_worker(preference="us_s3", queues="nobody"):
+        blob = push_blob(us, data)
+    # bit rot in region us after the commit: the stored bytes no longer match the digest
+    location_engine(us).write(
+        content_key(blob.digest), io.BytesIO(b"rotten" + data[6:]), size=len(data)
+    )
+    Placement.objects.filter(blob=blob, location=eu).update(enqueued_at=None)
+
+    with (
+        override_settings(QUAY_GEO_RECONCILE_LOST_AFTER=0),
+        live.celery_worker(preference="us_s3", QUAY_GEO_REPLICATION_MAX_ATTEMPTS="1"),
+    ):
+        placements_reconcile()
+        live.wait_until(
+            lambda: (
+                Placement.objects.get(blob=blob, location=eu).attempts >= 1
+                and state_of(blob, eu) == PlacementState.FAILED
+            ),
+            60,
+            message="the corrupted copy was not refused",
+        )
+
+    refused = Placement.objects.get(blob=blob, location=eu)
+    assert "SHA-256" in refused.last_error
+    assert location_engine(eu).stat(content_key(blob.digest)) is None, "nothing left in eu"
