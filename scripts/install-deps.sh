@@ -42,7 +42,7 @@ FULL_PACKAGES=(
     memcached swift swift-proxy swift-account swift-container swift-object
     ceph-mon ceph-osd radosgw ceph-common
     docker-registry skopeo umoci docker-compose
-    chromium chromium-driver wrk
+    chromium chromium-driver wrk redis-server
 )
 LOCK_WAIT=${QUAY_GEO_APT_LOCK_WAIT:-600}
 

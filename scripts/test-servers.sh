@@ -20,6 +20,7 @@
 #   ceph      single-node Ceph (mon :3300/:6789, 1 bluestore OSD, no mgr) + radosgw :7480;
 #             S3 keys RGWACCESSKEY/RGWSECRETKEY. A fresh, empty cluster on every start.
 #   registry  CNCF distribution (docker-registry) :5001, filesystem storage
+#   redis     a private Redis :6390 (no persistence), the Celery broker of the integration tests
 #
 # environment:
 #   QUAY_GEO_SERVERS_ROOT     state dir: pids, logs, data (default <repo>/var/test-servers)
@@ -44,7 +45,7 @@ case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
 TIMEOUT=${QUAY_GEO_SERVERS_TIMEOUT:-120}
 RUN="$SR/run"
 LOG="$SR/log"
-ALL_SERVERS=(moto gcs swift ceph registry)
+ALL_SERVERS=(moto gcs swift ceph registry redis)
 # Debian's binaries (Swift, Ceph) run on the system Python; keep a caller's venv out of their way.
 SYS_PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -56,6 +57,7 @@ procs_of() {
         swift) echo memcached swift-account swift-container swift-object swift-proxy ;;
         ceph) echo ceph-mon ceph-osd ceph-rgw ;;
         registry) echo registry ;;
+        redis) echo redis ;;
     esac
 }
 ports_of() {
@@ -65,6 +67,7 @@ ports_of() {
         swift) echo 8080 6202 6201 6200 11211 ;;
         ceph) echo 7480 3300 6789 ;;
         registry) echo 5001 ;;
+        redis) echo 6390 ;;
     esac
 }
 # health probes: "URL" (any HTTP status) or "tcp:PORT"
@@ -76,6 +79,7 @@ probes_of() {
                     http://127.0.0.1:6200/healthcheck http://127.0.0.1:8080/healthcheck ;;
         ceph) echo http://127.0.0.1:7480/ ;;
         registry) echo http://127.0.0.1:5001/v2/ ;;
+        redis) echo tcp:6390 ;;
     esac
 }
 
@@ -240,6 +244,21 @@ EOF
     spawn registry docker-registry "$d" env -u AWS_CA_BUNDLE docker-registry serve "$d/config.yml"
     await_http registry http://127.0.0.1:5001/v2/
     ready registry http://127.0.0.1:5001
+}
+
+# ------------------------------------------------------------------ redis
+start_redis() {
+    local d="$SR/redis" deadline pid
+    command -v redis-server >/dev/null || fail redis "redis-server not installed (scripts/install-deps.sh)"
+    spawn redis redis-server "$d" redis-server --bind 127.0.0.1 --port 6390 --save "" \
+        --appendonly no --dir "$d"
+    deadline=$((SECONDS + TIMEOUT))
+    until qg_port_busy 6390; do
+        pid=$(pid_of redis) || fail redis "exited at start"
+        [ $SECONDS -lt $deadline ] || fail redis "port 6390 did not open within ${TIMEOUT}s"
+        sleep 0.1
+    done
+    ready redis redis://127.0.0.1:6390
 }
 
 # ------------------------------------------------------------------ OpenStack Swift
@@ -602,7 +621,8 @@ cmd_reset() {
 
 cmd_clean() {
     stop_servers "${ALL_SERVERS[@]}"
-    rm -rf "${SR:?}/run" "$SR/log" "$SR/moto" "$SR/gcs" "$SR/swift" "$SR/ceph" "$SR/registry"
+    rm -rf "${SR:?}/run" "$SR/log" "$SR/moto" "$SR/gcs" "$SR/swift" "$SR/ceph" "$SR/registry" \
+        "$SR/redis"
     echo "removed server state under $SR"
 }
 

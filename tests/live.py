@@ -64,11 +64,11 @@ _BROKER: str | None = None
 
 
 def broker_url() -> str:
-    """Return this test run's broker: a Redis database of its own when Redis answers."""
+    """Return this test run's broker: a database of the test Redis (scripts/test-servers.sh)."""
     global _BROKER
     if _BROKER is None:
         configured = os.environ.get("QUAY_GEO_TEST_BROKER_URL")
-        _BROKER = configured or f"redis://127.0.0.1:6379/{1 + os.getpid() % 14}"
+        _BROKER = configured or f"redis://127.0.0.1:6390/{1 + os.getpid() % 14}"
     return _BROKER
 
 
@@ -79,7 +79,13 @@ def use_test_broker() -> None:
     from quay_geo.celery import app
 
     url = broker_url()
-    redis.Redis.from_url(url).flushdb()
+    try:
+        redis.Redis.from_url(url).flushdb()
+    except redis.ConnectionError as exc:
+        raise RuntimeError(
+            f"the test broker {url} does not answer: run `make test`, or start it with "
+            "`scripts/test-servers.sh start redis` (QUAY_GEO_TEST_BROKER_URL points elsewhere)"
+        ) from exc
     app.close()
     app.amqp._producer_pool = None
     app.conf.broker_url = url
