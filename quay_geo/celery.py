@@ -10,7 +10,7 @@ import logging
 import os
 from typing import Any
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quay_geo.settings")
 
@@ -67,3 +67,11 @@ class LocationQueues(bootsteps.StartStopStep):
 
 
 app.steps["consumer"].add(LocationQueues)
+
+
+@signals.worker_init.connect
+def _check_preference(**kwargs: Any) -> None:
+    """Refuse to start a worker whose storage preference names an unknown location."""
+    from replication.selectors import preference_check_at_start
+
+    preference_check_at_start()

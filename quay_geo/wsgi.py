@@ -6,3 +6,9 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quay_geo.settings")
 application = get_wsgi_application()
+
+# A preference naming a location that does not exist stops the process here, with the ID in
+# the message, rather than failing every upload later.
+from replication.selectors import preference_check_at_start  # noqa: E402
+
+preference_check_at_start()

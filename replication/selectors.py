@@ -148,3 +148,23 @@ def upload_location_pick() -> StorageLocation:
                 )
             return location
     return preference[0]
+
+
+def preference_check_at_start() -> None:
+    """Raise PreferenceError if this process's preference cannot work; stops a process starting.
+
+    A database without the tables yet (before the first migrate) is not an error here.
+    """
+    from django.db import DatabaseError
+
+    try:
+        config = config_current()
+    except DatabaseError as exc:
+        logger.warning("storage preference not checked: %s", exc)
+        return
+    preference = preference_of_instance(config)  # raises for an unknown location ID
+    if config.replication_enabled and not preference:
+        raise PreferenceError(
+            "storage replication is enabled but no storage location is configured: add one "
+            "in /superuser or turn replication off"
+        )

@@ -293,3 +293,28 @@ def test_copying_module_reports_lease_lost(
 
     assert blob_replicate(placement_id=eu_placement.pk).status == "skipped"
     assert placement(blob, eu).state == PlacementState.COPYING
+
+
+def test_start_up_check_names_an_unknown_preferred_location(regions: Regions) -> None:
+    from replication.selectors import preference_check_at_start
+
+    preference_check_at_start()  # us_mem exists
+    with (
+        override_settings(QUAY_DISTRIBUTED_STORAGE_PREFERENCE="eu_mem mars"),
+        pytest.raises(PreferenceError, match="not configured: mars"),
+    ):
+        preference_check_at_start()
+
+
+def test_start_up_check_refuses_replication_without_any_location(db: Any) -> None:
+    from replication.models import ReplicationSettings
+    from replication.selectors import preference_check_at_start
+
+    ReplicationSettings.load()
+    ReplicationSettings.objects.update(storage_replication_enabled=True)
+
+    with (
+        override_settings(QUAY_DISTRIBUTED_STORAGE_PREFERENCE=""),
+        pytest.raises(PreferenceError, match="no storage location"),
+    ):
+        preference_check_at_start()
