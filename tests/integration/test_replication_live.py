@@ -134,11 +134,15 @@ def test_target_down_during_replication_retries_then_present(two_regions: Any) -
                     aws_access_key_id="testing",
                     aws_secret_access_key="testing",
                 ).create_bucket(Bucket=bucket)
-                Placement.objects.filter(blob=blob, location=ap).update(
-                    next_attempt_at=timezone.now()
-                )
-                placements_reconcile()
-                wait_present([blob], ap, timeout=60)
+
+                def reconciled() -> bool:  # what beat does, until the copy is through
+                    Placement.objects.filter(
+                        blob=blob, location=ap, state=PlacementState.FAILED
+                    ).update(next_attempt_at=timezone.now())
+                    placements_reconcile()
+                    return state_of(blob, ap) == PlacementState.PRESENT
+
+                live.wait_until(reconciled, 60, interval=1, message="never present in ap_s3")
                 assert location_engine(ap).stat(content_key(blob.digest)) is not None
 
 
