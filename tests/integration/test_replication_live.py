@@ -105,45 +105,40 @@ def test_worker_replicates_a_push_to_every_default_location(
 
 def test_target_down_during_replication_retries_then_present(two_regions: Any) -> None:
     us, _ = two_regions
-    with live.moto_server() as (endpoint, moto):
-        ap = s3_location("ap_s3", endpoint)
-        bucket = location_engine(ap).options["s3_bucket"]
-        live.stop(moto, signal.SIGKILL)  # the region goes away before the copies start
-        with (
-            override_settings(QUAY_GEO_REPLICATION_BACKOFF_BASE=1),
-            live.celery_worker(
-                preference="us_s3",
-                QUAY_GEO_REPLICATION_BACKOFF_BASE="1",
-                QUAY_GEO_REPLICATION_BACKOFF_MAX="2",
-            ),
-        ):
-            blob = push_blob(us, os.urandom(2 * MiB))
-            live.wait_until(
-                lambda: Placement.objects.get(blob=blob, location=ap).attempts >= 2,
-                60,
-                message="the copy into the stopped region was not retried",
+    moto_b_port = int(servers.S3_B.rsplit(":", 1)[1])
+    outage = live.TcpProxy(moto_b_port)  # region ap's store, reached through a cuttable link
+    outage.start()
+    ap = s3_location("ap_s3", outage.url)
+    outage.stop()  # region ap goes away before the copies start
+    with live.celery_worker(
+        preference="us_s3",
+        QUAY_GEO_REPLICATION_BACKOFF_BASE="1",
+        QUAY_GEO_REPLICATION_BACKOFF_MAX="2",
+    ):
+        blob = push_blob(us, os.urandom(2 * MiB))
+        live.wait_until(
+            lambda: Placement.objects.get(blob=blob, location=ap).attempts >= 2,
+            60,
+            message="the copy into the unreachable region was not retried",
+        )
+        refused = Placement.objects.get(blob=blob, location=ap)
+        assert refused.state != PlacementState.PRESENT
+        assert not refused.error_permanent
+
+        outage.start()  # the region is back
+
+        def reconciled() -> bool:  # what beat does, until the copy is through
+            Placement.objects.filter(blob=blob, location=ap, state=PlacementState.FAILED).update(
+                next_attempt_at=timezone.now()
             )
-            assert state_of(blob, ap) != PlacementState.PRESENT
-            # the region comes back (empty: moto keeps nothing), on the same port
-            port = int(endpoint.rsplit(":", 1)[1])
-            with live.moto_server(port) as (_, _again):
-                boto3.client(
-                    "s3",
-                    endpoint_url=endpoint,
-                    region_name="us-east-1",
-                    aws_access_key_id="testing",
-                    aws_secret_access_key="testing",
-                ).create_bucket(Bucket=bucket)
+            placements_reconcile()
+            return state_of(blob, ap) == PlacementState.PRESENT
 
-                def reconciled() -> bool:  # what beat does, until the copy is through
-                    Placement.objects.filter(
-                        blob=blob, location=ap, state=PlacementState.FAILED
-                    ).update(next_attempt_at=timezone.now())
-                    placements_reconcile()
-                    return state_of(blob, ap) == PlacementState.PRESENT
-
-                live.wait_until(reconciled, 60, interval=1, message="never present in ap_s3")
-                assert location_engine(ap).stat(content_key(blob.digest)) is not None
+        live.wait_until(reconciled, 60, interval=1, message="never present in ap_s3")
+    held = hashlib.sha256(b"".join(location_engine(ap).read(content_key(blob.digest))))
+    outage.stop()
+    assert held.hexdigest() == blob.sha256
+    assert Placement.objects.get(blob=blob, location=ap).verified_at is not None
 
 
 def test_killed_worker_copy_is_finished_by_another_after_the_lease(two_regions: Any) -> None:
