@@ -94,7 +94,7 @@ def _placements_create(
             state=PlacementState.PENDING,
             enqueued_at__isnull=True,
         ).values_list("pk", flat=True)
-        placements_enqueue(placement_ids=list(new))
+        placements_enqueue(placement_ids=list(new), batched=True)
 
 
 def backfill_start(

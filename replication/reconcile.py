@@ -47,7 +47,7 @@ def placements_reconcile() -> dict[str, int]:
         )
         Placement.objects.filter(pk__in=due).update(state=PlacementState.PENDING)
         counts["retried"] = len(due)
-        placements_enqueue(placement_ids=lost + due)
+        placements_enqueue(placement_ids=lost + due, batched=len(lost) + len(due) > 100)
 
     row = ReplicationSettings.load()
     if row.storage_replication_enabled and row.reconciled_targets_version != row.targets_version:

@@ -138,12 +138,23 @@ def placements_ensure(*, blob_ids: Iterable[int], priority: bool = False) -> lis
     return created
 
 
-def placements_enqueue(*, placement_ids: Iterable[int], priority: bool = False) -> None:
-    """Hand one replication task per placement to the broker once the transaction commits."""
+#: Placements per message when a backfill enqueues: one broker round trip per placement bounded
+#: the planning of a million blobs to about 1,100 per second.
+BATCH_SIZE = 50
+
+
+def placements_enqueue(
+    *, placement_ids: Iterable[int], priority: bool = False, batched: bool = False
+) -> None:
+    """Hand replication tasks to the broker once the transaction commits.
+
+    One task per placement, or with ``batched`` one task per ``BATCH_SIZE`` placements of the
+    same location (backfills, where the number of messages is what costs).
+    """
     ids = list(placement_ids)
     if not ids:
         return
-    from .tasks import replicate_blob_send
+    from .tasks import replicate_batch_send, replicate_blob_send
 
     def send() -> None:
         routes = dict(
@@ -153,9 +164,19 @@ def placements_enqueue(*, placement_ids: Iterable[int], priority: bool = False) 
         Placement.objects.filter(pk__in=list(routes)).update(enqueued_at=timezone.now())
         sent: set[int] = set()
         try:
-            for placement_id, location_id in routes.items():
-                replicate_blob_send(placement_id, location_id, priority=priority)
-                sent.add(placement_id)
+            if batched:
+                by_location: dict[str, list[int]] = {}
+                for placement_id, location_id in routes.items():
+                    by_location.setdefault(location_id, []).append(placement_id)
+                for location_id, members in by_location.items():
+                    for start in range(0, len(members), BATCH_SIZE):
+                        chunk = members[start : start + BATCH_SIZE]
+                        replicate_batch_send(chunk, location_id)
+                        sent.update(chunk)
+            else:
+                for placement_id, location_id in routes.items():
+                    replicate_blob_send(placement_id, location_id, priority=priority)
+                    sent.add(placement_id)
         except Exception:
             # A broker outage must not fail the push: the reconciler sends these later.
             logger.exception(

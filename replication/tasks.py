@@ -28,9 +28,12 @@ def replicate_blob_send(
     )
 
 
-@shared_task(name="replication.replicate_blob", acks_late=True, ignore_result=True)
-def replicate_blob(placement_id: int) -> str:
-    """Replicate one placement; transient failures come back after a jittered backoff."""
+def replicate_batch_send(placement_ids: list[int], location_id: str) -> None:
+    """Send one task that replicates several placements into one location, one after another."""
+    replicate_batch.apply_async(args=[placement_ids], queue=queue_of(location_id))
+
+
+def _replicate_one(placement_id: int) -> str:
     outcome = blob_replicate(placement_id=placement_id)
     if outcome.status == "retry" and outcome.retry_in is not None:
         from .models import Placement
@@ -43,6 +46,26 @@ def replicate_blob(placement_id: int) -> str:
         if location_id is not None:
             replicate_blob_send(placement_id, location_id, countdown=outcome.retry_in)
     return outcome.status
+
+
+@shared_task(name="replication.replicate_blob", acks_late=True, ignore_result=True)
+def replicate_blob(placement_id: int) -> str:
+    """Replicate one placement; transient failures come back after a jittered backoff."""
+    return _replicate_one(placement_id)
+
+
+@shared_task(name="replication.replicate_batch", acks_late=True, ignore_result=True)
+def replicate_batch(placement_ids: list[int]) -> dict[str, int]:
+    """Replicate placements of one backfill batch in turn (one message, many copies).
+
+    Each placement is claimed only when its turn comes, so a worker that dies mid-batch leaves
+    the rest ``pending`` for the reconciler, and other workers are never kept waiting.
+    """
+    counts: dict[str, int] = {}
+    for placement_id in placement_ids:
+        status = _replicate_one(placement_id)
+        counts[status] = counts.get(status, 0) + 1
+    return counts
 
 
 @shared_task(name="replication.reconcile", ignore_result=True)

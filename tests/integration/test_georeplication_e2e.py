@@ -120,7 +120,7 @@ class Client:
         response.raise_for_status()
         self.session.headers["Authorization"] = f"Bearer {response.json()['token']}"
 
-    def push_blob(self, repository: str, data: bytes) -> str:
+    def try_push_blob(self, repository: str, data: bytes) -> tuple[str, int]:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         response = self.session.post(
             f"{self.base}/v2/{repository}/blobs/uploads/",
@@ -129,7 +129,11 @@ class Client:
             headers={"Content-Type": "application/octet-stream"},
             timeout=60,
         )
-        assert response.status_code == 201, response.text
+        return digest, response.status_code
+
+    def push_blob(self, repository: str, data: bytes) -> str:
+        digest, status = self.try_push_blob(repository, data)
+        assert status == 201, status
         return digest
 
     def push_image(self, repository: str, tag: str, layers: list[bytes]) -> str:
@@ -234,9 +238,18 @@ def test_a_dead_preferred_store_is_skipped_for_pulls_and_pushes() -> None:
                 pulled = requests.get(pulled.headers["Location"], timeout=60)
             assert pulled.content == layer, "served from another region in the same request"
 
-            time.sleep(3)  # the instance's heartbeat probe notices the dead store
+            # Like a registry client, retry a refused blob upload: the instance learns the store
+            # is dead from its heartbeat probe or from a few failed writes, whichever is first.
             fresh = os.urandom(512 * 1024)
-            fresh_digest = client.push_blob("geo/app", fresh)
+            fresh_digest, refused = "", 0
+            for _ in range(6):
+                fresh_digest, status = client.try_push_blob("geo/app", fresh)
+                if status == 201:
+                    break
+                assert status == 503
+                refused += 1
+                time.sleep(0.5)
+            assert refused <= 3, "at most a breaker's worth of failed writes"
             blob = Blob.objects.get(digest=fresh_digest)
             first = Placement.objects.filter(blob=blob, state=PlacementState.PRESENT).first()
             assert first is not None

@@ -1,0 +1,242 @@
+"""The servers under test: moto, quay-geo (gunicorn on PostgreSQL) and CNCF distribution."""
+
+import hashlib
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+from .procs import BIN, ROOT, STATE, base_env, free_port, running
+
+PG = "postgres://postgres@127.0.0.1:5432"
+LOCATION = "bench_store"
+S3_KEY = "testing"
+
+
+@dataclass
+class S3:
+    url: str
+    pid: int
+
+    def client(self):  # type: ignore[no-untyped-def]
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=S3_KEY,
+            aws_secret_access_key=S3_KEY,
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )
+
+    def empty_buckets(self) -> None:
+        """Delete every object of every bucket, so moto's memory does not grow across runs."""
+        client = self.client()
+        for bucket in client.list_buckets()["Buckets"]:
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket["Name"])
+            for page in pages:
+                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                if keys:
+                    client.delete_objects(Bucket=bucket["Name"], Delete={"Objects": keys})
+
+    def fresh_bucket(self, prefix: str) -> str:
+        """Create and return a new empty bucket."""
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@contextmanager
+def moto() -> Iterator[S3]:
+    """Run one moto_server; yield its endpoint."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    with running(args, STATE / "logs" / f"moto-{port}.log", f"{url}/moto-api/") as proc:
+        yield S3(url, proc.pid)
+
+
+def _pg(*args: str) -> None:
+    subprocess.run(
+        [*args[:1], "-h", "127.0.0.1", "-U", "postgres", *args[1:]], check=True, capture_output=True
+    )
+
+
+def _template() -> str:
+    """Return a migrated template database, named after the migrations it holds."""
+    digest = hashlib.sha256()
+    for path in sorted(ROOT.glob("*/migrations/*.py")):
+        digest.update(path.read_bytes())
+    name = f"quay_geo_bench_tpl_{digest.hexdigest()[:12]}"
+    listing = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-lqtA"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = name in {line.split("|", 1)[0] for line in listing.splitlines()}
+    if not found:
+        _pg("createdb", f"{name}_tmp")
+        manage(quay_env(f"{PG}/{name}_tmp"), "migrate", "--noinput")
+        _pg("psql", "-qc", f"ALTER DATABASE {name}_tmp RENAME TO {name}")
+    return name
+
+
+def reset_database(name: str) -> str:
+    """Drop and create a migrated PostgreSQL database (from a template); return its URL."""
+    _pg("dropdb", "--if-exists", "--force", name)
+    _pg("createdb", "-T", _template(), name)
+    return f"{PG}/{name}"
+
+
+def quay_env(database_url: str, **extra: str) -> dict[str, str]:
+    """Return the environment of every quay-geo process of the benchmarks."""
+    env = base_env()
+    env.update(
+        DATABASE_URL=database_url,
+        DJANGO_SECRET_KEY="bench-secret-key-not-for-production-0123456789abcdef",
+        QUAY_GEO_VAR_DIR=str(STATE / "var"),
+        CELERY_BROKER_URL="redis://127.0.0.1:6379/15",
+        DJANGO_SECURE_COOKIES="0",
+        DJANGO_SUPERUSER_USERNAME="bench",
+        DJANGO_SUPERUSER_PASSWORD="bench-password-1234",
+        QUAY_GEO_TOKEN_TTL="3600",
+        QUAY_GEO_LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    """Run ``manage.py`` with ``args``; return its stdout."""
+    result = subprocess.run(
+        [str(BIN / "python"), "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+@dataclass
+class Quay:
+    url: str
+    pid: int
+    user: str
+    token: str
+
+    @property
+    def creds(self) -> str:
+        return f"{self.user}:{self.token}"
+
+
+def quay_setup(
+    env: dict[str, str],
+    s3: S3,
+    bucket: str,
+    serve_mode: str = "redirect",
+    local: Path | None = None,
+) -> str:
+    """Migrate, create the superuser and the location (S3, or local disk); return an app token."""
+    manage(env, "ensuresuperuser")
+    if local is not None:
+        options = ["--kind", "local", "--option", f"storage_path={local}"]
+    else:
+        options = [
+            "--kind",
+            "s3",
+            "--serve-mode",
+            serve_mode,
+            "--default",
+            "--option",
+            f"s3_bucket={bucket}",
+            "--option",
+            f"endpoint_url={s3.url}",
+            "--option",
+            f"s3_access_key={S3_KEY}",
+            "--option",
+            f"s3_secret_key={S3_KEY}",
+            "--option",
+            "addressing_style=path",
+        ]
+    manage(env, "addlocation", LOCATION, *options)
+    return manage(env, "createapptoken", "bench", "--name", "bench").strip()
+
+
+@contextmanager
+def quay(
+    env: dict[str, str], token: str, workers: int = 2, access_log: bool = False
+) -> Iterator[Quay]:
+    """Run quay-geo under gunicorn gthread as ``scripts/run.sh`` does; yield it.
+
+    ``access_log`` logs each request with its duration in microseconds (for diagnosis only).
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [
+        str(BIN / "gunicorn"),
+        "quay_geo.wsgi:application",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "8",
+        "--timeout",
+        "600",
+        "--name",
+        "quay-geo-bench",
+    ]
+    if access_log:
+        args += ["--access-logfile", "-", "--access-logformat", "%(m)s %(U)s %(s)s %(D)sus"]
+    env = dict(env, QUAY_DISTRIBUTED_STORAGE_PREFERENCE=LOCATION)
+    with running(args, STATE / "logs" / f"quay-{port}.log", f"{url}/v2/", env) as proc:
+        yield Quay(url, proc.pid, "bench", token)
+
+
+@dataclass
+class Distribution:
+    url: str
+    pid: int
+
+
+def distribution_config(port: int, storage: str) -> str:
+    return (
+        "version: 0.1\nlog: {level: warn, accesslog: {disabled: true}}\n"
+        f"storage:\n{storage}\n  delete: {{enabled: true}}\n"
+        f"http: {{addr: 127.0.0.1:{port}, secret: bench-secret}}\n"
+    )
+
+
+def s3_storage(s3: S3, bucket: str) -> str:
+    return (
+        f"  s3: {{accesskey: {S3_KEY}, secretkey: {S3_KEY}, region: us-east-1, "
+        f'regionendpoint: "{s3.url}", bucket: {bucket}, secure: false, v4auth: true, '
+        "chunksize: 10485760, rootdirectory: /registry}\n  redirect: {disable: false}"
+    )
+
+
+def fs_storage(root: Path) -> str:
+    return f"  filesystem: {{rootdirectory: {root}}}"
+
+
+@contextmanager
+def distribution(storage: str) -> Iterator[Distribution]:
+    """Run Debian's docker-registry (CNCF distribution 2.8) with ``storage``; yield it."""
+    port = free_port()
+    config = STATE / f"registry-{port}.yml"
+    config.write_text(distribution_config(port, storage))
+    url = f"http://127.0.0.1:{port}"
+    args = ["docker-registry", "serve", str(config)]
+    with running(args, STATE / "logs" / f"registry-{port}.log", f"{url}/v2/", base_env()) as proc:
+        yield Distribution(url, proc.pid)
