@@ -43,6 +43,7 @@ FULL_PACKAGES=(
     ceph-mon ceph-osd radosgw ceph-common
     docker-registry skopeo umoci docker-compose
     chromium chromium-driver wrk redis-server
+    apache2-utils rclone postgresql
 )
 LOCK_WAIT=${QUAY_GEO_APT_LOCK_WAIT:-600}
 

@@ -66,7 +66,9 @@ qg_wait_tcp() {
 
 qg_apt_missing() {  # one dpkg-query call; a package dpkg has never heard of counts as missing
     local p installed
-    installed=" $(dpkg-query -W -f='${Package}:${Status}\n' "$@" 2>/dev/null \
+    # dpkg-query exits 1 when it has never heard of one of them: under `set -eo pipefail` that
+    # must not end the function before it prints (it did: missing packages were reported present).
+    installed=" $( { dpkg-query -W -f='${Package}:${Status}\n' "$@" 2>/dev/null || true; } \
         | awk -F: '$2 == "install ok installed" { printf "%s ", $1 }') "
     for p in "$@"; do
         [[ "$installed" == *" ${p%%:*} "* ]] || printf '%s\n' "$p"
