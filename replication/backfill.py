@@ -3,13 +3,14 @@
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from .models import BackfillRun, Placement, PlacementState, StorageLocation
-from .services import placements_enqueue
+from .models import BackfillRun, Blob, Placement, PlacementState, StorageLocation
+from .services import placements_enqueue_marked
 from .targets import blobs_missing_at, target_locations
 
 logger = logging.getLogger(__name__)
@@ -75,26 +76,38 @@ def backfill_plan(
 def _placements_create(
     location: StorageLocation, blob_ids: list[int], run: BackfillRun | None
 ) -> None:
-    with transaction.atomic():
-        Placement.objects.bulk_create(
-            [
-                Placement(
-                    blob_id=blob_id,
-                    location=location,
-                    state=PlacementState.PENDING,
-                    backfill_run=run,
-                )
-                for blob_id in blob_ids
-            ],
-            ignore_conflicts=True,
-        )
-        new = Placement.objects.filter(
-            location=location,
-            blob_id__in=blob_ids,
-            state=PlacementState.PENDING,
-            enqueued_at__isnull=True,
-        ).values_list("pk", flat=True)
-        placements_enqueue(placement_ids=list(new), batched=True)
+    """Create one page of placements and queue their tasks: one statement, one round trip.
+
+    ``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING`` marks the rows enqueued as it
+    creates them and returns exactly the ones it created (not those a push made meanwhile), so a
+    page costs one statement instead of insert + read back + update. Reading the new rows back by
+    ``(location, state)`` went through the index of every pending row at the location, which a
+    backfill makes grow page by page: 1,000,000 blobs took 319 s that way.
+    """
+    now = timezone.now()
+    placement = Placement._meta
+    marks = ", ".join(["%s"] * len(blob_ids))
+    # Table names come from the models and every value is a parameter.
+    sql = (
+        f"INSERT INTO {placement.db_table} (blob_id, location_id, state, attempts, last_error, "  # noqa: S608
+        "error_permanent, copy_method, enqueued_at, backfill_run_id, created_at, updated_at) "
+        "SELECT b.id, %s, %s, 0, '', %s, '', %s, %s, %s, %s "
+        f"FROM {Blob._meta.db_table} b WHERE b.id IN ({marks}) "
+        "ON CONFLICT (blob_id, location_id) DO NOTHING RETURNING id"
+    )
+    params: list[Any] = [
+        location.pk,
+        str(PlacementState.PENDING),
+        False,
+        now,
+        run.pk if run else None,
+        now,
+        now,
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *blob_ids])
+        created = sorted(row[0] for row in cursor.fetchall())
+        placements_enqueue_marked(placement_ids=created, location_id=location.location_id)
 
 
 def backfill_start(

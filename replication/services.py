@@ -154,7 +154,6 @@ def placements_enqueue(
     ids = list(placement_ids)
     if not ids:
         return
-    from .tasks import replicate_batch_send, replicate_blob_send
 
     def send() -> None:
         routes = dict(
@@ -162,31 +161,53 @@ def placements_enqueue(
         )
         # Marked before sending: the update must not hold the row while a worker claims it.
         Placement.objects.filter(pk__in=list(routes)).update(enqueued_at=timezone.now())
-        sent: set[int] = set()
-        try:
-            if batched:
-                by_location: dict[str, list[int]] = {}
-                for placement_id, location_id in routes.items():
-                    by_location.setdefault(location_id, []).append(placement_id)
-                for location_id, members in by_location.items():
-                    for start in range(0, len(members), BATCH_SIZE):
-                        chunk = members[start : start + BATCH_SIZE]
-                        replicate_batch_send(chunk, location_id)
-                        sent.update(chunk)
-            else:
-                for placement_id, location_id in routes.items():
-                    replicate_blob_send(placement_id, location_id, priority=priority)
-                    sent.add(placement_id)
-        except Exception:
-            # A broker outage must not fail the push: the reconciler sends these later.
-            logger.exception(
-                "broker unavailable: %s replication task(s) left for the reconciler",
-                len(routes) - len(sent),
-            )
-            unsent = [pk for pk in routes if pk not in sent]
-            Placement.objects.filter(pk__in=unsent).update(enqueued_at=None)
+        by_location: dict[str, list[int]] = {}
+        for placement_id, location_id in routes.items():
+            by_location.setdefault(location_id, []).append(placement_id)
+        for location_id, members in by_location.items():
+            _tasks_send(members, location_id, priority=priority, batched=batched)
 
     transaction.on_commit(send, robust=True)
+
+
+def placements_enqueue_marked(*, placement_ids: list[int], location_id: str) -> None:
+    """Send batched tasks on commit for placements of one location already marked enqueued.
+
+    The backfill's path: its INSERT sets ``enqueued_at`` and returns the ids, so nothing is read
+    back or updated per page.
+    """
+    if placement_ids:
+        transaction.on_commit(
+            lambda: _tasks_send(placement_ids, location_id, priority=False, batched=True),
+            robust=True,
+        )
+
+
+def _tasks_send(ids: list[int], location_id: str, *, priority: bool, batched: bool) -> None:
+    """Send the tasks of placements of one location; unmark what could not be sent."""
+    from .tasks import replicate_batch_send, replicate_blob_send, task_producer
+
+    sent = 0
+    try:
+        with task_producer() as producer:
+            if batched:
+                for start in range(0, len(ids), BATCH_SIZE):
+                    replicate_batch_send(
+                        ids[start : start + BATCH_SIZE], location_id, producer=producer
+                    )
+                    sent = min(len(ids), start + BATCH_SIZE)
+            else:
+                for placement_id in ids:
+                    replicate_blob_send(
+                        placement_id, location_id, priority=priority, producer=producer
+                    )
+                    sent += 1
+    except Exception:
+        # A broker outage must not fail the push: the reconciler sends these later.
+        logger.exception(
+            "broker unavailable: %s replication task(s) left for the reconciler", len(ids) - sent
+        )
+        Placement.objects.filter(pk__in=ids[sent:]).update(enqueued_at=None)
 
 
 def placement_retry(*, placement_ids: Iterable[int]) -> int:

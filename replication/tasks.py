@@ -1,8 +1,10 @@
 """Celery tasks: thin adapters that take ids and call one idempotent service."""
 
 import logging
+from contextlib import AbstractContextManager
+from typing import Any
 
-from celery import shared_task
+from celery import current_app, shared_task
 
 from .copying import blob_replicate
 
@@ -17,20 +19,35 @@ def queue_of(location_id: str) -> str:
     return f"replicate.{location_id}"
 
 
+def task_producer() -> AbstractContextManager[Any]:
+    """Return one broker producer for a run of sends (one connection, not one per message)."""
+    return current_app.producer_or_acquire()
+
+
 def replicate_blob_send(
-    placement_id: int, location_id: str, *, priority: bool = False, countdown: float | None = None
+    placement_id: int,
+    location_id: str,
+    *,
+    priority: bool = False,
+    countdown: float | None = None,
+    producer: Any = None,
 ) -> None:
     """Send one replication task to the queue of its target location."""
     replicate_blob.apply_async(
         args=[placement_id],
         queue=PRIORITY_QUEUE if priority else queue_of(location_id),
         countdown=countdown,
+        producer=producer,
     )
 
 
-def replicate_batch_send(placement_ids: list[int], location_id: str) -> None:
+def replicate_batch_send(
+    placement_ids: list[int], location_id: str, *, producer: Any = None
+) -> None:
     """Send one task that replicates several placements into one location, one after another."""
-    replicate_batch.apply_async(args=[placement_ids], queue=queue_of(location_id))
+    replicate_batch.apply_async(
+        args=[placement_ids], queue=queue_of(location_id), producer=producer
+    )
 
 
 def _replicate_one(placement_id: int) -> str:

@@ -75,6 +75,65 @@ def test_backfill_brings_existing_blobs_to_a_new_default_location(
     assert "0 placements created" in second
 
 
+def test_backfill_marks_what_it_creates_and_sends_one_message_per_batch(
+    us_only: StorageLocation,
+    committed_blob: MakeBlob,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    blobs = [committed_blob(us_only)[0] for _ in range(120)]
+    eu = location_create(location_id="eu_mem", kind="memory", options={}, replicate_by_default=True)
+    # A push made this placement already: the backfill must neither count nor send it again.
+    earlier = Placement.objects.create(blob=blobs[5], location=eu, state=PlacementState.PENDING)
+    sent: list[tuple[list[int], str]] = []
+    monkeypatch.setattr(
+        "replication.tasks.replicate_batch_send",
+        lambda ids, location_id, producer=None: sent.append((list(ids), location_id)),
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        out = run("backfillreplication", "--batch-size", "100")
+
+    assert "119 placements created" in out
+    created = Placement.objects.filter(location=eu).exclude(pk=earlier.pk)
+    assert created.count() == 119
+    assert not created.filter(enqueued_at__isnull=True).exists()
+    assert [len(ids) for ids, _ in sent] == [50, 50, 19]  # pages of 100 and 19, 50 per message
+    assert {location for _, location in sent} == {"eu_mem"}
+    assert sorted(pk for ids, _ in sent for pk in ids) == sorted(
+        created.values_list("pk", flat=True)
+    )
+    earlier.refresh_from_db()
+    assert earlier.enqueued_at is None and earlier.backfill_run is None
+
+
+def test_backfill_leaves_what_the_broker_refused_unmarked_for_the_reconciler(
+    us_only: StorageLocation,
+    committed_blob: MakeBlob,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for _ in range(80):
+        committed_blob(us_only)
+    eu = location_create(location_id="eu_mem", kind="memory", options={}, replicate_by_default=True)
+    calls = []
+
+    def flaky(ids: list[int], location_id: str, producer: Any = None) -> None:
+        calls.append(ids)
+        if len(calls) > 1:
+            raise ConnectionError("broker down")
+
+    monkeypatch.setattr("replication.tasks.replicate_batch_send", flaky)
+    with django_capture_on_commit_callbacks(execute=True):
+        run("backfillreplication")
+
+    placements = Placement.objects.filter(location=eu)
+    assert placements.count() == 80, "the rows stay: the reconciler sends them later"
+    assert set(placements.filter(enqueued_at__isnull=False).values_list("pk", flat=True)) == set(
+        calls[0]
+    )
+
+
 def test_backfill_refuses_when_replication_is_disabled(db: Any) -> None:
     location_create(location_id="us_mem", kind="memory", options={}, replicate_by_default=True)
 
