@@ -1,14 +1,29 @@
 """``python -m bench <case> [--quick] [--runs N]``: benchmarks of quay-geo against its peers."""
 
 import argparse
+import importlib
 import sys
 import time
+from typing import Any
 
-from .procs import STATE, fresh_dir
+from .procs import STATE, fresh_dir, stale_runs_remove
+from .servers import services
 
-CASES = ("push-pull-s3", "push-pull-fs", "metadata-s3", "metadata-fs", "backfill")
-#: ``all --quick`` runs each module once (S3 and local disk both covered) to stay under 60 s.
-QUICK_CASES = ("push-pull-s3", "metadata-fs", "backfill")
+#: case name -> (module in bench/, keyword arguments of its ``run``), in the issue's order.
+CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "push-pull-fs": ("push_pull", {"storage": "fs"}),
+    "push-pull-s3": ("push_pull", {"storage": "s3"}),
+    "push-pull-rgw": ("push_pull", {"storage": "rgw"}),
+    "push-pull-swift": ("push_pull", {"storage": "swift"}),
+    "replication": ("replication", {}),
+    "lag": ("lag", {}),
+    "backfill": ("backfill", {}),
+    "memory": ("memory", {}),
+    "metadata-fs": ("metadata", {"storage": "fs"}),
+    "metadata-s3": ("metadata", {"storage": "s3"}),
+}
+#: ``all --quick`` (run by ``make test``) runs every module once with small sizes.
+QUICK_CASES = ("push-pull-s3", "replication", "lag", "backfill", "memory", "metadata-fs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,29 +43,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else 3)
-    cases = (QUICK_CASES if args.quick else CASES) if "all" in args.cases else args.cases
+    cases = (QUICK_CASES if args.quick else tuple(CASES)) if "all" in args.cases else args.cases
+    stale_runs_remove()
     fresh_dir(STATE)
-    for case in cases:
-        started = time.monotonic()
-        print(f"== {case} ({'quick' if args.quick else f'{runs} runs'})", flush=True)
-        if case.startswith("push-pull"):
-            from . import push_pull
-
-            push_pull.run(quick=args.quick, runs=runs, storage=case.rsplit("-", 1)[1])
-        elif case.startswith("metadata"):
-            from . import metadata
-
-            metadata.run(quick=args.quick, runs=runs, storage=case.rsplit("-", 1)[1])
-        elif case == "backfill":
-            from . import backfill
-
-            backfill.run(
-                quick=args.quick,
-                runs=runs,
-                blobs=args.blobs or (10_000 if args.quick else 1_000_000),
-            )
-        print(f"== {case} done in {time.monotonic() - started:.1f}s", flush=True)
+    with services():
+        for case in cases:
+            run_case(case, args.quick, runs, args.blobs)
     return 0
+
+
+def run_case(case: str, quick: bool, runs: int, blobs: int) -> None:
+    """Run one case and say how long it took."""
+    started = time.monotonic()
+    print(f"== {case} ({'quick' if quick else f'{runs} runs'})", flush=True)
+    module_name, kwargs = CASES[case]
+    if module_name == "backfill":
+        kwargs = {**kwargs, "blobs": blobs or (10_000 if quick else 1_000_000)}
+    module = importlib.import_module(f".{module_name}", __package__)
+    module.run(quick=quick, runs=runs, **kwargs)
+    print(f"== {case} done in {time.monotonic() - started:.1f}s", flush=True)
 
 
 if __name__ == "__main__":

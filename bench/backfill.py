@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 
+from . import servers
 from .procs import BIN, ROOT
 from .report import save, summary
 from .servers import manage, quay_env, reset_database
@@ -31,7 +32,7 @@ WHERE l.location_id IN ({old});
 
 def psql(sql: str, **variables: str) -> str:
     """Run ``sql`` on the benchmark database (``:'name'`` takes a value from ``variables``)."""
-    args = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", DATABASE, "-qAt"]
+    args = ["psql", *servers.pg_args(), "-d", DATABASE, "-qAt"]
     for name, value in {"ON_ERROR_STOP": "1", **variables}.items():
         args += ["-v", f"{name}={value}"]
     result = subprocess.run(args, input=sql, capture_output=True, text=True)
@@ -80,12 +81,13 @@ def time_v(env: dict[str, str], *args: str) -> dict[str, Any]:
     return {"seconds": elapsed, "max_rss_mb": kib * 1024 / 1e6, "stdout": result.stdout.strip()}
 
 
-def run(*, quick: bool, runs: int, blobs: int) -> dict[str, Any]:
-    """Seed ``blobs`` blobs at three locations, add a fourth; time the backfill planning."""
-    env = quay_env(
-        reset_database(DATABASE), CELERY_BROKER_URL=f"redis://127.0.0.1:6379/{BROKER_DB}"
-    )
-    broker = redis.Redis(db=BROKER_DB)
+def prepare(blobs: int) -> tuple[dict[str, str], "redis.Redis[bytes]", float]:
+    """Seed ``blobs`` blobs present at three locations, add a fourth default one.
+
+    Return the environment, the broker and the seconds the seeding took.
+    """
+    env = quay_env(reset_database(DATABASE))
+    broker: redis.Redis[bytes] = redis.Redis.from_url(env["CELERY_BROKER_URL"])
     manage(env, "setreplication", "on")
     for location_id in OLD_LOCATIONS:
         add_location(env, location_id)
@@ -95,6 +97,12 @@ def run(*, quick: bool, runs: int, blobs: int) -> dict[str, Any]:
     seed_s = time.perf_counter() - started
     print(f"  seeded {blobs} blobs and {3 * blobs} placements in {seed_s:.1f}s", flush=True)
     add_location(env, NEW_LOCATION)
+    return env, broker, seed_s
+
+
+def run(*, quick: bool, runs: int, blobs: int) -> dict[str, Any]:
+    """Seed ``blobs`` blobs at three locations, add a fourth; time the backfill planning."""
+    env, broker, seed_s = prepare(blobs)
     samples: dict[str, list[float]] = {}
     outputs: dict[str, str] = {}
     for index in range(runs):

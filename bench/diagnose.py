@@ -1,8 +1,8 @@
 """Profiles behind the figures of ``docs/PERFORMANCE.md``, with py-spy (raw collapsed stacks).
 
 ``python -m bench.diagnose get-manifest|pull|push-fs|backfill-enqueue OUT.txt``, then
-``python -m bench.profile OUT.txt``. ``backfill-enqueue`` profiles the database the last
-``python -m bench backfill`` run left (its placements removed, so there is work to plan).
+``python -m bench.profile OUT.txt``. ``backfill-enqueue`` seeds 10,000 blobs as case 4 does
+(``QUAY_GEO_BENCH_BLOBS`` to change) and profiles ``manage.py backfillreplication``.
 ``QUAY_GEO_BENCH_CONN_MAX_AGE`` sets ``DATABASE_CONN_MAX_AGE`` of the registry (default 0).
 """
 
@@ -13,13 +13,11 @@ import time
 import uuid
 from pathlib import Path
 
-import redis
-
-from .backfill import BROKER_DB, DATABASE
+from . import backfill
 from .metadata import MANIFEST, bearer_token, wrk_get
-from .procs import BIN, ROOT, STATE, fresh_dir
+from .procs import BIN, ROOT, STATE, fresh_dir, stale_runs_remove
 from .push_pull import build_image, skopeo
-from .servers import PG, Quay, moto, quay, quay_env, quay_setup, reset_database
+from .servers import Quay, moto, quay, quay_env, quay_setup, reset_database, services
 
 
 def spy(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes]:
@@ -60,9 +58,7 @@ def push_fs(server: Quay, image: Path, out: Path) -> None:
 
 
 def backfill_enqueue(out: Path) -> None:
-    env = quay_env(f"{PG}/{DATABASE}", CELERY_BROKER_URL=f"redis://127.0.0.1:6379/{BROKER_DB}")
-    broker = redis.Redis(db=BROKER_DB)
-    broker.flushdb()
+    env, broker, _ = backfill.prepare(int(os.environ.get("QUAY_GEO_BENCH_BLOBS", "10000")))
     args = ["record", "--rate", "200", "--format", "raw", "-o", str(out), "--"]
     command = [str(BIN / "python"), "manage.py", "backfillreplication"]
     subprocess.run([str(BIN / "py-spy"), *args, *command], cwd=ROOT, env=env, check=True)
@@ -75,21 +71,28 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
     out = args.out.resolve()
-    if args.what == "backfill-enqueue":
+    stale_runs_remove()
+    fresh_dir(STATE)
+    with services():
+        run(args.what, out)
+
+
+def run(what: str, out: Path) -> None:
+    """Start what ``what`` needs and profile it into ``out``."""
+    if what == "backfill-enqueue":
         backfill_enqueue(out)
         return
-    STATE.mkdir(parents=True, exist_ok=True)
     image = STATE / "diagnose-image"
-    build_image(image, *((2, 2.0) if args.what == "get-manifest" else (5, 20.0)))
+    build_image(image, *((2, 2.0) if what == "get-manifest" else (5, 20.0)))
     age = os.environ.get("QUAY_GEO_BENCH_CONN_MAX_AGE", "0")
     with moto() as s3:
         env = quay_env(reset_database("quay_geo_bench_prof"), DATABASE_CONN_MAX_AGE=age)
-        if args.what in ("get-manifest", "push-fs"):
+        if what in ("get-manifest", "push-fs"):
             token = quay_setup(env, s3, "", local=fresh_dir(STATE / "diagnose-fs"))
         else:
             token = quay_setup(env, s3, s3.fresh_bucket("quay"))
         with quay(env, token, access_log=True) as server:
-            action = {"get-manifest": get_manifest, "pull": pull, "push-fs": push_fs}[args.what]
+            action = {"get-manifest": get_manifest, "pull": pull, "push-fs": push_fs}[what]
             action(server, image, out)
 
 

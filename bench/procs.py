@@ -17,7 +17,10 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
-STATE = Path(os.environ.get("QUAY_GEO_BENCH_DIR", "/tmp/quay-geo-bench"))
+#: Where the benchmarks keep their state; each invocation works in its own ``run-<pid>``, so
+#: two benchmark commands at once do not wipe each other's servers.
+BENCH_DIR = Path(os.environ.get("QUAY_GEO_BENCH_DIR", "/tmp/quay-geo-bench"))
+STATE = BENCH_DIR / f"run-{os.getpid()}"
 SKOPEO_CACHE = Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb")
 
 
@@ -156,3 +159,11 @@ def base_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("AWS_CA_BUNDLE", None)
     return env
+
+
+def stale_runs_remove() -> None:
+    """Delete the state of earlier invocations whose process is gone (images are large)."""
+    for path in BENCH_DIR.glob("run-*"):
+        pid = path.name.removeprefix("run-")
+        if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Charts of full runs, linked from docs/PERFORMANCE.md (quick runs chart into RESULTS instead).
+CHARTS = Path(__file__).resolve().parent.parent / "docs" / "perf"
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -40,11 +42,79 @@ def machine() -> dict[str, Any]:
 
 
 def save(case: str, data: dict[str, Any]) -> Path:
-    """Write ``data`` as ``bench/results/<case>-<time>.json``; return the path."""
+    """Write ``data`` as ``bench/results/<case>-<time>.json`` and its chart; return the path.
+
+    The chart of a full run is ``docs/perf/<case>.png``; a quick run's goes next to its JSON.
+    """
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{case}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     data = {"case": case, "machine": machine(), **data}
     path.write_text(json.dumps(data, indent=2))
+    quick = bool(data.get("params", {}).get("quick"))
+    chart(data, path.with_suffix(".png") if quick else CHARTS / f"{case}.png")
+    return path
+
+
+def _series(data: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """Return {metric: {bar label: summary}} for the three shapes of ``summary``.
+
+    ``{metric: stats}`` (one side), ``{side: {metric: stats}}`` (against a peer) and
+    ``{pair: {side: {metric: stats}}}`` (case 2: several pairs, each against a peer).
+    """
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for key, value in data["summary"].items():
+        if "median" in value:
+            out.setdefault(key, {})[""] = value
+            continue
+        for inner, stats in value.items():
+            if "median" in stats:
+                out.setdefault(inner, {})[key] = stats
+            else:
+                for metric, leaf in stats.items():
+                    out.setdefault(metric, {})[f"{key}\n{inner}"] = leaf
+    return out
+
+
+def chart(data: dict[str, Any], path: Path) -> Path:
+    """Draw one panel per metric: the median of each side as a bar, min to max as a whisker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = _series(data)
+    extra = "lags_s" in data and bool(data["lags_s"])
+    panels = len(series) + int(extra)
+    columns = min(3, panels)
+    rows = -(-panels // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax, (metric, bars) in zip(flat, series.items(), strict=False):
+        labels = list(bars)
+        medians = [bars[label]["median"] for label in labels]
+        low = [m - bars[label]["min"] for m, label in zip(medians, labels, strict=True)]
+        high = [bars[label]["max"] - m for m, label in zip(medians, labels, strict=True)]
+        colors = ["#c0392b" if "quay" in label else "#7f8c8d" for label in labels]
+        ax.bar(range(len(labels)), medians, yerr=[low, high], capsize=4, color=colors)
+        ax.set_xticks(range(len(labels)), [label or metric for label in labels], fontsize=7)
+        ax.set_title(metric, fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    if extra:
+        ax = flat[len(series)]
+        ax.hist(data["lags_s"], bins=40, color="#c0392b")
+        ax.set_title("lag from commit to present (s), every blob", fontsize=9)
+    for ax in flat[panels:]:
+        ax.set_visible(False)
+    params = data.get("params", {})
+    fig.suptitle(
+        f"{data['case']}: median, whiskers min to max ({params.get('runs', '?')} runs"
+        f"{', quick' if params.get('quick') else ''})",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
     return path
 
 
@@ -93,5 +163,11 @@ def markdown(path: Path) -> str:
 if __name__ == "__main__":
     import sys
 
-    for name in sys.argv[1:]:
-        print(f"{name}\n\n{markdown(Path(name))}\n")
+    # python -m bench.report [--chart OUT.png] RESULT.json...
+    args = sys.argv[1:]
+    if args[:1] == ["--chart"]:
+        out, source = Path(args[1]), Path(args[2])
+        print(chart(json.loads(source.read_text()), out))
+    else:
+        for name in args:
+            print(f"{name}\n\n{markdown(Path(name))}\n")

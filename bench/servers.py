@@ -1,19 +1,25 @@
 """The servers under test: moto, quay-geo (gunicorn on PostgreSQL) and CNCF distribution."""
 
 import hashlib
+import os
+import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
 
-from .procs import BIN, ROOT, STATE, base_env, free_port, running
+from .procs import BIN, ROOT, STATE, base_env, free_port, fresh_dir, running, spawn, stop
 
+#: The PostgreSQL server and the Redis of this run (``services()`` sets them).
 PG = "postgres://postgres@127.0.0.1:5432"
+REDIS = "redis://127.0.0.1:6379"
 LOCATION = "bench_store"
 S3_KEY = "testing"
 
@@ -60,10 +66,99 @@ def moto() -> Iterator[S3]:
         yield S3(url, proc.pid)
 
 
+def pg_args() -> list[str]:
+    """Return the ``-h -p -U`` arguments of the PostgreSQL client tools for this run's server."""
+    url = urlsplit(PG)
+    return [
+        "-h",
+        url.hostname or "127.0.0.1",
+        "-p",
+        str(url.port or 5432),
+        "-U",
+        url.username or "",
+    ]
+
+
 def _pg(*args: str) -> None:
-    subprocess.run(
-        [*args[:1], "-h", "127.0.0.1", "-U", "postgres", *args[1:]], check=True, capture_output=True
+    subprocess.run([*args[:1], *pg_args(), *args[1:]], check=True, capture_output=True, timeout=120)
+
+
+@contextmanager
+def services() -> Iterator[None]:
+    """Run the private PostgreSQL and Redis every case uses, on free ports, until the block ends.
+
+    ``QUAY_GEO_BENCH_PG`` (``postgres://user@host:port``) names an existing server instead.
+    A private server keeps the benchmark independent of what else runs on the machine and needs
+    nothing but Debian's ``postgresql`` and ``redis-server`` packages.
+    """
+    global PG, REDIS
+    with _postgres() as pg, _redis() as redis_url:
+        PG, REDIS = pg, redis_url
+        yield
+
+
+@contextmanager
+def _postgres() -> Iterator[str]:
+    given = os.environ.get("QUAY_GEO_BENCH_PG")
+    if given:
+        yield given.rstrip("/")
+        return
+    bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bindirs:
+        raise RuntimeError("PostgreSQL is not installed (Debian package postgresql)")
+    bindir = bindirs[-1].parent
+    data, port = fresh_dir(STATE / "pg"), free_port()
+    as_owner: list[str] = []
+    if os.getuid() == 0:  # initdb and postgres refuse to run as root
+        shutil.chown(data, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    init = [*as_owner, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]
+    subprocess.run([*init, "-E", "UTF8"], check=True, capture_output=True, timeout=120)
+    command = [*as_owner, str(bindir / "postgres"), "-D", str(data), "-p", str(port)]
+    options = ["-k", str(data), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]
+    server = spawn([*command, *options], STATE / "logs" / "postgres.log")
+    try:
+        _wait_until(
+            ["pg_isready", "-h", "127.0.0.1", "-p", str(port)], server, "private PostgreSQL"
+        )
+        yield f"postgres://postgres@127.0.0.1:{port}"
+    finally:
+        stop(server, timeout=30)
+
+
+@contextmanager
+def _redis() -> Iterator[str]:
+    port = free_port()
+    server = spawn(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        STATE / "logs" / "redis.log",
     )
+    try:
+        _wait_until(["redis-cli", "-p", str(port), "ping"], server, "private Redis")
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        stop(server)
+
+
+def _wait_until(check: list[str], server: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"{what} exited with {server.returncode}; see {STATE / 'logs'}")
+        if subprocess.run(check, capture_output=True, timeout=10).returncode == 0:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} did not start within 60 s")
 
 
 def _template() -> str:
@@ -73,10 +168,7 @@ def _template() -> str:
         digest.update(path.read_bytes())
     name = f"quay_geo_bench_tpl_{digest.hexdigest()[:12]}"
     listing = subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-lqtA"],
-        capture_output=True,
-        text=True,
-        check=True,
+        ["psql", *pg_args(), "-lqtA"], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     found = name in {line.split("|", 1)[0] for line in listing.splitlines()}
     if not found:
@@ -100,7 +192,7 @@ def quay_env(database_url: str, **extra: str) -> dict[str, str]:
         DATABASE_URL=database_url,
         DJANGO_SECRET_KEY="bench-secret-key-not-for-production-0123456789abcdef",
         QUAY_GEO_VAR_DIR=str(STATE / "var"),
-        CELERY_BROKER_URL="redis://127.0.0.1:6379/15",
+        CELERY_BROKER_URL=f"{REDIS}/15",
         DJANGO_SECURE_COOKIES="0",
         DJANGO_SUPERUSER_USERNAME="bench",
         DJANGO_SUPERUSER_PASSWORD="bench-password-1234",
