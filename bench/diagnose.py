@@ -3,7 +3,8 @@
 ``python -m bench.diagnose get-manifest|pull|push-fs|backfill-enqueue OUT.txt``, then
 ``python -m bench.profile OUT.txt``. ``backfill-enqueue`` seeds 10,000 blobs as case 4 does
 (``QUAY_GEO_BENCH_BLOBS`` to change) and profiles ``manage.py backfillreplication``.
-``QUAY_GEO_BENCH_CONN_MAX_AGE`` sets ``DATABASE_CONN_MAX_AGE`` of the registry (default 0).
+``QUAY_GEO_BENCH_CONN_MAX_AGE`` sets ``DATABASE_CONN_MAX_AGE`` of the registry (default: the
+settings' default).
 """
 
 import argparse
@@ -84,9 +85,10 @@ def run(what: str, out: Path) -> None:
         return
     image = STATE / "diagnose-image"
     build_image(image, *((2, 2.0) if what == "get-manifest" else (5, 20.0)))
-    age = os.environ.get("QUAY_GEO_BENCH_CONN_MAX_AGE", "0")
+    age = os.environ.get("QUAY_GEO_BENCH_CONN_MAX_AGE")
+    extra = {"DATABASE_CONN_MAX_AGE": age} if age else {}
     with moto() as s3:
-        env = quay_env(reset_database("quay_geo_bench_prof"), DATABASE_CONN_MAX_AGE=age)
+        env = quay_env(reset_database("quay_geo_bench_prof"), **extra)
         if what in ("get-manifest", "push-fs"):
             token = quay_setup(env, s3, "", local=fresh_dir(STATE / "diagnose-fs"))
         else:

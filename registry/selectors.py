@@ -3,7 +3,7 @@
 from typing import Any
 
 from django.db import connection
-from django.db.models import CharField, F, QuerySet, Value
+from django.db.models import CharField, Exists, F, OuterRef, QuerySet, Value
 from django.db.models.expressions import Combinable
 from django.db.models.functions import Collate, Concat
 
@@ -57,15 +57,29 @@ def blob_linked(*, repository: Repository, digest: str) -> Blob | None:
     return link.blob if link is not None else None
 
 
-def blob_for_pull(*, repository: Repository, digest: str) -> Blob:
-    """Return a blob linked to the repository with a present copy; raise BlobUnknown if not."""
-    blob = blob_linked(repository=repository, digest=digest)
-    if (
-        blob is None
-        or not Placement.objects.filter(blob=blob, state=PlacementState.PRESENT).exists()
-    ):
+def _in_repository(name: str) -> dict[str, str]:
+    """Return filter arguments that reach a repository's rows by its full name, through joins."""
+    namespace, _, rest = name.partition("/")
+    return {"repository__namespace__name": namespace, "repository__name": rest}
+
+
+def blob_for_pull(*, name: str, digest: str) -> Blob:
+    """Return a blob linked to the repository with a present copy; raise if not.
+
+    One query when the blob is there (the metadata path: every ``HEAD`` of a pull); a miss costs
+    a second one to tell an unknown repository (NameUnknown) from an unknown blob (BlobUnknown).
+    """
+    present = Placement.objects.filter(blob=OuterRef("blob"), state=PlacementState.PRESENT)
+    link = (
+        RepositoryBlob.objects.select_related("blob")
+        .filter(**_in_repository(name), blob__digest=digest)
+        .annotate(present=Exists(present))
+        .first()
+    )
+    if link is None or not link.present:
+        repository_get(name=name)
         raise errors.BlobUnknown({"digest": digest})
-    return blob
+    return link.blob
 
 
 def blob_present_at(*, digest: str, location_id: int) -> bool:
@@ -75,25 +89,25 @@ def blob_present_at(*, digest: str, location_id: int) -> bool:
     ).exists()
 
 
-def manifest_get(*, repository: Repository, reference: str) -> Manifest:
+def manifest_get(*, name: str, reference: str) -> Manifest:
     """Return the manifest a tag or digest names; raise ManifestUnknown if there is none.
 
-    A reference that is not a valid tag is unknown (404), as the conformance suite expects; a
-    malformed digest raises DigestInvalid (the caller validated it).
+    One query when it exists (a second on a miss, to answer NameUnknown for an unknown
+    repository). A reference that is not a valid tag is unknown (404), as the conformance suite
+    expects; a malformed digest raises DigestInvalid (the caller validated it).
     """
-    manifest: Manifest | None
+    manifest: Manifest | None = None
     if is_digest_reference(reference):
-        manifest = Manifest.objects.filter(repository=repository, digest=reference).first()
+        manifest = Manifest.objects.filter(**_in_repository(name), digest=reference).first()
     elif tag_valid(reference):
         tag = (
             Tag.objects.select_related("manifest")
-            .filter(repository=repository, name=reference)
+            .filter(**_in_repository(name), name=reference)
             .first()
         )
         manifest = tag.manifest if tag is not None else None
-    else:
-        manifest = None
     if manifest is None:
+        repository_get(name=name)
         raise errors.ManifestUnknown({"reference": reference[:300]})
     return manifest
 

@@ -26,7 +26,7 @@ class BlobView(RegistryView):
         name_check(name)
         wanted = str(digest_parse(digest))
         auth.access_require(request, name, ["pull"])
-        blob = blob_for_pull(repository=repository_get(name=name), digest=wanted)
+        blob = blob_for_pull(name=name, digest=wanted)
         try:
             byte_range = range_parse(request.headers.get("Range"), blob.size)
         except RangeNotSatisfiable:

@@ -21,7 +21,7 @@ class ManifestView(RegistryView):
         if is_digest_reference(reference):
             digest_parse(reference)
         auth.access_require(request, name, ["pull"])
-        manifest = manifest_get(repository=repository_get(name=name), reference=reference)
+        manifest = manifest_get(name=name, reference=reference)
         return answer(
             200,
             {"Docker-Content-Digest": manifest.digest},
