@@ -59,13 +59,13 @@ def backfill_plan(
         missing = blobs_missing_at(location, namespace=namespace).order_by("pk")
         last = 0
         while True:
-            ids = list(missing.filter(pk__gt=last).values_list("pk", flat=True)[:batch_size])
-            if not ids:
+            page = dict(missing.filter(pk__gt=last).values_list("pk", "size")[:batch_size])
+            if not page:
                 break
-            last = ids[-1]
-            plan.per_location[location.location_id] += len(ids)
+            last = max(page)
+            plan.per_location[location.location_id] += len(page)
             if not dry_run:
-                _placements_create(location, ids, run)
+                _placements_create(location, page, run)
     if run is not None:
         # Count what this run created: a placement someone else made meanwhile is not its work.
         created = Placement.objects.filter(backfill_run=run).count()
@@ -74,9 +74,9 @@ def backfill_plan(
 
 
 def _placements_create(
-    location: StorageLocation, blob_ids: list[int], run: BackfillRun | None
+    location: StorageLocation, blob_sizes: dict[int, int], run: BackfillRun | None
 ) -> None:
-    """Create one page of placements and queue their tasks: one statement, one round trip.
+    """Create placements of one page of blobs (id -> size) and queue their tasks.
 
     ``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING`` marks the rows enqueued as it
     creates them and returns exactly the ones it created (not those a push made meanwhile), so a
@@ -86,6 +86,7 @@ def _placements_create(
     """
     now = timezone.now()
     placement = Placement._meta
+    blob_ids = list(blob_sizes)
     marks = ", ".join(["%s"] * len(blob_ids))
     # Table names come from the models and every value is a parameter.
     sql = (
@@ -93,7 +94,7 @@ def _placements_create(
         "error_permanent, copy_method, enqueued_at, backfill_run_id, created_at, updated_at) "
         "SELECT b.id, %s, %s, 0, '', %s, '', %s, %s, %s, %s "
         f"FROM {Blob._meta.db_table} b WHERE b.id IN ({marks}) "
-        "ON CONFLICT (blob_id, location_id) DO NOTHING RETURNING id"
+        "ON CONFLICT (blob_id, location_id) DO NOTHING RETURNING id, blob_id"
     )
     params: list[Any] = [
         location.pk,
@@ -106,8 +107,8 @@ def _placements_create(
     ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql, [*params, *blob_ids])
-        created = sorted(row[0] for row in cursor.fetchall())
-        placements_enqueue_marked(placement_ids=created, location_id=location.location_id)
+        created = {row[0]: blob_sizes[row[1]] for row in cursor.fetchall()}
+        placements_enqueue_marked(sizes=created, location_id=location.location_id)
 
 
 def backfill_start(

@@ -138,9 +138,15 @@ def placements_ensure(*, blob_ids: Iterable[int], priority: bool = False) -> lis
     return created
 
 
-#: Placements per message when a backfill enqueues: one broker round trip per placement bounded
-#: the planning of a million blobs to about 1,100 per second.
+#: Placements per message when tasks are sent in batches and their sizes are unknown (the
+#: reconciler's catch-up): one broker round trip per placement bounded the planning of a million
+#: blobs to about 1,100 per second.
 BATCH_SIZE = 50
+#: With known sizes (a backfill), a message carries up to this many placements or this many
+#: bytes, whichever comes first: few messages for small blobs, and a message never holds more
+#: copying than a worker finishes well within the broker's redelivery timeout.
+BATCH_SIZE_SIZED = 200
+BATCH_BYTES = 1 << 30
 
 
 def placements_enqueue(
@@ -170,20 +176,43 @@ def placements_enqueue(
     transaction.on_commit(send, robust=True)
 
 
-def placements_enqueue_marked(*, placement_ids: list[int], location_id: str) -> None:
+def placements_enqueue_marked(*, sizes: dict[int, int], location_id: str) -> None:
     """Send batched tasks on commit for placements of one location already marked enqueued.
 
-    The backfill's path: its INSERT sets ``enqueued_at`` and returns the ids, so nothing is read
-    back or updated per page.
+    ``sizes`` maps each placement id to its blob's size. The backfill's path: its INSERT sets
+    ``enqueued_at`` and returns the ids, so nothing is read back or updated per page.
     """
-    if placement_ids:
+    if sizes:
+        ids = sorted(sizes)
         transaction.on_commit(
-            lambda: _tasks_send(placement_ids, location_id, priority=False, batched=True),
+            lambda: _tasks_send(ids, location_id, priority=False, batched=True, sizes=sizes),
             robust=True,
         )
 
 
-def _tasks_send(ids: list[int], location_id: str, *, priority: bool, batched: bool) -> None:
+def _batches(ids: list[int], sizes: dict[int, int] | None) -> Iterable[list[int]]:
+    """Cut ``ids`` into the placement lists of batch messages (see ``BATCH_SIZE_SIZED``)."""
+    most = BATCH_SIZE if sizes is None else BATCH_SIZE_SIZED
+    chunk: list[int] = []
+    weight = 0
+    for placement_id in ids:
+        chunk.append(placement_id)
+        weight += sizes.get(placement_id, 0) if sizes else 0
+        if len(chunk) >= most or weight >= BATCH_BYTES:
+            yield chunk
+            chunk, weight = [], 0
+    if chunk:
+        yield chunk
+
+
+def _tasks_send(
+    ids: list[int],
+    location_id: str,
+    *,
+    priority: bool,
+    batched: bool,
+    sizes: dict[int, int] | None = None,
+) -> None:
     """Send the tasks of placements of one location; unmark what could not be sent."""
     from .tasks import replicate_batch_send, replicate_blob_send, task_producer
 
@@ -191,11 +220,9 @@ def _tasks_send(ids: list[int], location_id: str, *, priority: bool, batched: bo
     try:
         with task_producer() as producer:
             if batched:
-                for start in range(0, len(ids), BATCH_SIZE):
-                    replicate_batch_send(
-                        ids[start : start + BATCH_SIZE], location_id, producer=producer
-                    )
-                    sent = min(len(ids), start + BATCH_SIZE)
+                for chunk in _batches(ids, sizes):
+                    replicate_batch_send(chunk, location_id, producer=producer)
+                    sent += len(chunk)
             else:
                 for placement_id in ids:
                     replicate_blob_send(

@@ -98,13 +98,15 @@ def test_backfill_marks_what_it_creates_and_sends_one_message_per_batch(
     created = Placement.objects.filter(location=eu).exclude(pk=earlier.pk)
     assert created.count() == 119
     assert not created.filter(enqueued_at__isnull=True).exists()
-    assert [len(ids) for ids, _ in sent] == [50, 50, 19]  # pages of 100 and 19, 50 per message
+    # Small blobs: one message per page (at most BATCH_SIZE_SIZED placements or BATCH_BYTES).
+    assert [len(ids) for ids, _ in sent] == [100, 19]
     assert {location for _, location in sent} == {"eu_mem"}
     assert sorted(pk for ids, _ in sent for pk in ids) == sorted(
         created.values_list("pk", flat=True)
     )
     earlier.refresh_from_db()
-    assert earlier.enqueued_at is None and earlier.backfill_run is None
+    assert earlier.enqueued_at is None
+    assert earlier.backfill_run is None
 
 
 def test_backfill_leaves_what_the_broker_refused_unmarked_for_the_reconciler(
@@ -125,13 +127,23 @@ def test_backfill_leaves_what_the_broker_refused_unmarked_for_the_reconciler(
 
     monkeypatch.setattr("replication.tasks.replicate_batch_send", flaky)
     with django_capture_on_commit_callbacks(execute=True):
-        run("backfillreplication")
+        run("backfillreplication", "--batch-size", "30")
 
     placements = Placement.objects.filter(location=eu)
     assert placements.count() == 80, "the rows stay: the reconciler sends them later"
     assert set(placements.filter(enqueued_at__isnull=False).values_list("pk", flat=True)) == set(
         calls[0]
     )
+
+
+def test_batch_messages_are_bounded_by_count_and_by_bytes() -> None:
+    from replication.services import BATCH_BYTES, BATCH_SIZE, BATCH_SIZE_SIZED, _batches
+
+    ids = list(range(1, 451))
+    assert [len(c) for c in _batches(ids, None)] == [BATCH_SIZE] * 9
+    assert [len(c) for c in _batches(ids, dict.fromkeys(ids, 1))] == [BATCH_SIZE_SIZED] * 2 + [50]
+    big = dict.fromkeys(ids[:5], BATCH_BYTES // 2)
+    assert [len(c) for c in _batches(ids[:5], big)] == [2, 2, 1]
 
 
 def test_backfill_refuses_when_replication_is_disabled(db: Any) -> None:
