@@ -1,18 +1,34 @@
-"""Case 1: push and pull of a multi-layer image with skopeo, quay-geo vs distribution."""
+"""Case 1: push and pull of a multi-layer image with skopeo, quay-geo vs distribution.
 
+Storages: ``fs`` (local disk), ``s3`` (a moto of its own), ``rgw`` (Ceph radosgw) and ``swift``
+(Swift with tempauth), the last two from ``scripts/test-servers.sh`` (``bench.stores``). Both
+registries use the same server; quay-geo's bucket/container is new for the case and emptied after
+every run, distribution gets a new one per run (its process is new per run too), deleted after the
+run. On S3, RGW and Swift both registries answer a blob GET with a redirect to the store (S3
+presigned URLs; Swift temporary URLs: quay-geo's ``temp_url_key`` on its container, distribution's
+``secretkey``, which its driver sets as its container's Temp-URL key), so skopeo reads the bytes
+from the store on both sides; ``params.blob_get`` records the answer each side gave.
+"""
+
+import json
 import subprocess
 import uuid
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import requests
 
 from .procs import BIN, ROOT, STATE, PeakRss, clear_skopeo_cache, fresh_dir, timed
 from .report import compare_table, save, summary
 from .servers import (
-    S3,
+    LOCATION,
     Quay,
     distribution,
     fs_storage,
+    manage,
     moto,
     quay,
     quay_env,
@@ -20,6 +36,7 @@ from .servers import (
     reset_database,
     s3_storage,
 )
+from .stores import RGW, SWIFT, test_servers, unique_name
 
 PEER = "distribution 2.8.2"
 
@@ -72,16 +89,145 @@ def one_side(name: str, url: str, pid: int, image: Path, repo: str, creds: str) 
     return out
 
 
+@dataclass
+class Backend:
+    """One storage of the case: quay-geo's token (its location is set up), the peer's storage."""
+
+    token: str
+    #: distribution's ``storage:`` block, on a new bucket/directory at every call.
+    peer_storage: Callable[[], str]
+    #: Empty what the run stored (the next run starts from empty stores).
+    after_run: Callable[[], None]
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def quay_setup_location(env: dict[str, str], location: list[str]) -> str:
+    """As ``servers.quay_setup``, for a location given as ``addlocation`` arguments."""
+    manage(env, "ensuresuperuser")
+    manage(env, "addlocation", LOCATION, "--serve-mode", "redirect", "--default", *location)
+    return manage(env, "createapptoken", "bench", "--name", "bench").strip()
+
+
+@contextmanager
+def backend_moto(env: dict[str, str], storage: str) -> Iterator[Backend]:
+    """S3 on a moto of the case's own, or local disk (``fs``)."""
+    with moto() as s3:
+        local = fresh_dir(STATE / "quay-fs") if storage == "fs" else None
+        token = quay_setup(env, s3, s3.fresh_bucket("quay"), local=local)
+
+        def peer() -> str:
+            if storage == "s3":
+                return s3_storage(s3, s3.fresh_bucket("reg"))
+            return fs_storage(fresh_dir(STATE / "registry-fs"))
+
+        def after_run() -> None:
+            # Each run pushes new blobs: what earlier runs stored only slows moto down.
+            s3.empty_buckets()
+            if local is not None:
+                fresh_dir(local)
+
+        yield Backend(token, peer, after_run)
+
+
+@contextmanager
+def backend_rgw(env: dict[str, str]) -> Iterator[Backend]:
+    """Ceph radosgw: quay-geo's ``radosgw`` engine, distribution's ``s3`` driver on it."""
+    with test_servers(RGW.server):
+        bucket = RGW.bucket_create("quay")
+        peers: list[str] = []
+
+        def peer() -> str:
+            peers.append(RGW.bucket_create("reg"))
+            return RGW.distribution_storage(peers[-1])
+
+        def after_run() -> None:
+            while peers:
+                RGW.bucket_delete(peers.pop())
+            RGW.bucket_empty(bucket)
+
+        try:
+            token = quay_setup_location(env, RGW.quay_options(bucket))
+            yield Backend(
+                token,
+                peer,
+                after_run,
+                {"quay-geo": "radosgw engine", "distribution": "s3 driver, regionendpoint RGW"},
+            )
+        finally:
+            after_run()
+            RGW.bucket_delete(bucket)
+
+
+@contextmanager
+def backend_swift(env: dict[str, str]) -> Iterator[Backend]:
+    """Swift (tempauth v1): both registries redirect blob GETs to temporary URLs."""
+    with test_servers(SWIFT.server):
+        key = unique_name("tempurl")
+        container = SWIFT.bucket_create("quay", temp_url_key=key)
+        peers: list[str] = []
+
+        def peer() -> str:
+            peers.append(SWIFT.bucket_create("reg"))
+            return SWIFT.distribution_storage(peers[-1], unique_name("tempurl"))
+
+        def after_run() -> None:
+            while peers:
+                SWIFT.bucket_delete(peers.pop())
+            SWIFT.bucket_empty(container)
+
+        try:
+            token = quay_setup_location(env, SWIFT.quay_options(container, temp_url_key=key))
+            yield Backend(
+                token,
+                peer,
+                after_run,
+                {
+                    "quay-geo": "swift engine, temp_url_key (sha256), segments of 8 MiB",
+                    "distribution": "swift driver, secretkey (sha1 temp URLs), chunks of 20 MiB",
+                },
+            )
+        finally:
+            after_run()
+            SWIFT.bucket_delete(container)
+
+
+def backend_for(env: dict[str, str], storage: str) -> AbstractContextManager[Backend]:
+    """Return the context manager of ``storage``'s backend."""
+    if storage == "rgw":
+        return backend_rgw(env)
+    if storage == "swift":
+        return backend_swift(env)
+    if storage in ("s3", "fs"):
+        return backend_moto(env, storage)
+    raise ValueError(f"unknown storage {storage!r} (fs, s3, rgw, swift)")
+
+
+def blob_get(url: str, repo: str, image: Path, creds: str) -> str:
+    """Return how a registry answers a layer GET: its status and where it redirects to."""
+    from .metadata import bearer_token, image_digests
+
+    _, layer = image_digests(image)
+    headers = {"Authorization": f"Bearer {bearer_token(url, repo, creds)}"} if creds else {}
+    with requests.get(
+        f"{url}/v2/{repo}/blobs/{layer}",
+        headers=headers,
+        allow_redirects=False,
+        stream=True,
+        timeout=30,
+    ) as answer:
+        where = answer.headers.get("Location", "")
+        return f"{answer.status_code} {where.split('?', 1)[0]}".strip()
+
+
 def run(*, quick: bool, runs: int, storage: str = "s3") -> dict[str, Any]:
     """Run the case; return and save its results."""
     layers, layer_mib = (2, 2.0) if quick else (5, 512 / 5)
     samples: dict[str, dict[str, list[float]]] = {"quay-geo": {}, "distribution": {}}
+    blob_gets: dict[str, str] = {}
     with ExitStack() as stack:
-        s3: S3 = stack.enter_context(moto())
         env = quay_env(reset_database("quay_geo_bench_push"))
-        local = fresh_dir(STATE / "quay-fs") if storage == "fs" else None
-        token = quay_setup(env, s3, s3.fresh_bucket("quay"), local=local)
-        server: Quay = stack.enter_context(quay(env, token))
+        store: Backend = stack.enter_context(backend_for(env, storage))
+        server: Quay = stack.enter_context(quay(env, store.token))
         for index in range(runs):
             image = STATE / "image"
             build_image(image, layers, layer_mib)
@@ -90,14 +236,11 @@ def run(*, quick: bool, runs: int, storage: str = "s3") -> dict[str, Any]:
             for name in order:
                 if name == "quay-geo":
                     got = one_side(name, server.url, server.pid, image, repo, server.creds)
+                    blob_gets[name] = blob_get(server.url, repo, image, server.creds)
                 else:
-                    store = (
-                        s3_storage(s3, s3.fresh_bucket("reg"))
-                        if storage == "s3"
-                        else fs_storage(fresh_dir(STATE / "registry-fs"))
-                    )
-                    with distribution(store) as peer:
+                    with distribution(store.peer_storage()) as peer:
                         got = one_side(name, peer.url, peer.pid, image, repo, "")
+                        blob_gets[name] = blob_get(peer.url, repo, image, "")
                 for key, value in got.items():
                     samples[name].setdefault(key, []).append(value)
                 print(
@@ -105,11 +248,8 @@ def run(*, quick: bool, runs: int, storage: str = "s3") -> dict[str, Any]:
                     + ", ".join(f"{k}={v:.2f}" for k, v in got.items()),
                     flush=True,
                 )
-            # Each run pushes new blobs: what earlier runs stored only slows moto down.
-            s3.empty_buckets()
-            if local is not None:
-                fresh_dir(local)
-    result = {
+            store.after_run()
+    result: dict[str, Any] = {
         "params": {
             "storage": storage,
             "layers": layers,
@@ -117,6 +257,8 @@ def run(*, quick: bool, runs: int, storage: str = "s3") -> dict[str, Any]:
             "runs": runs,
             "quick": quick,
             "peer": PEER,
+            "blob_get": blob_gets,
+            **({"drivers": store.notes} if store.notes else {}),
         },
         "samples": samples,
         "summary": {name: {k: summary(v) for k, v in per.items()} for name, per in samples.items()},
@@ -133,5 +275,6 @@ def run(*, quick: bool, runs: int, storage: str = "s3") -> dict[str, Any]:
             "MB",
         )
     )
+    print(f"blob GET answers: {json.dumps(blob_gets)}")
     print(f"results: {path}")
     return result

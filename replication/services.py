@@ -143,10 +143,11 @@ def placements_ensure(*, blob_ids: Iterable[int], priority: bool = False) -> lis
 #: blobs to about 1,100 per second.
 BATCH_SIZE = 50
 #: With known sizes (a backfill), a message carries up to this many placements or this many
-#: bytes, whichever comes first: few messages for small blobs, and a message never holds more
-#: copying than a worker finishes well within the broker's redelivery timeout.
+#: bytes, whichever comes first: few messages for many small blobs, while the copying of a few
+#: hundred MiB still spreads over several worker threads (a message is copied by one thread,
+#: one placement after another) and a message never takes long enough to be redelivered.
 BATCH_SIZE_SIZED = 200
-BATCH_BYTES = 1 << 30
+BATCH_BYTES = 256 << 20
 
 
 def placements_enqueue(
