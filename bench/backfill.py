@@ -81,13 +81,13 @@ def time_v(env: dict[str, str], *args: str) -> dict[str, Any]:
     return {"seconds": elapsed, "max_rss_mb": kib * 1024 / 1e6, "stdout": result.stdout.strip()}
 
 
-def prepare(blobs: int) -> tuple[dict[str, str], "redis.Redis[bytes]", float]:
+def prepare(blobs: int) -> tuple[dict[str, str], "redis.Redis", float]:
     """Seed ``blobs`` blobs present at three locations, add a fourth default one.
 
     Return the environment, the broker and the seconds the seeding took.
     """
     env = quay_env(reset_database(DATABASE))
-    broker: redis.Redis[bytes] = redis.Redis.from_url(env["CELERY_BROKER_URL"])
+    broker: redis.Redis = redis.Redis.from_url(env["CELERY_BROKER_URL"])
     manage(env, "setreplication", "on")
     for location_id in OLD_LOCATIONS:
         add_location(env, location_id)
@@ -145,6 +145,7 @@ def run(*, quick: bool, runs: int, blobs: int) -> dict[str, Any]:
         )
         psql("VACUUM ANALYZE")
         broker.flushdb()
+    summaries = {k: summary(v) for k, v in samples.items()}
     result = {
         "params": {
             "blobs": blobs,
@@ -157,12 +158,12 @@ def run(*, quick: bool, runs: int, blobs: int) -> dict[str, Any]:
             "budget": {"seconds": BUDGET_S, "rss_mb": BUDGET_MB},
         },
         "samples": samples,
-        "summary": {k: summary(v) for k, v in samples.items()},
+        "summary": summaries,
         "last_output": outputs,
     }
     path = save("backfill", result)
     for key in ("dry_run", "enqueue"):
-        s, m = result["summary"][f"{key}_s"], result["summary"][f"{key}_rss_mb"]
+        s, m = summaries[f"{key}_s"], summaries[f"{key}_rss_mb"]
         print(
             f"  {key}: median {s['median']:.2f}s (budget {BUDGET_S:.0f}s), peak RSS median "
             f"{m['median']:.0f} MB (budget {BUDGET_MB:.0f} MB)"

@@ -148,6 +148,7 @@ def run(*, quick: bool, runs: int, storage: str = "s3") -> dict[str, Any]:
                         f"server RSS peak {rss.peak / 1e6:.0f} MB",
                         flush=True,
                     )
+    summaries = {name: {k: summary(v) for k, v in per.items()} for name, per in samples.items()}
     result = {
         "params": {
             "seconds": seconds,
@@ -162,10 +163,10 @@ def run(*, quick: bool, runs: int, storage: str = "s3") -> dict[str, Any]:
             "gunicorn": "2 workers gthread 8 threads",
         },
         "samples": samples,
-        "summary": {name: {k: summary(v) for k, v in per.items()} for name, per in samples.items()},
+        "summary": summaries,
     }
     path = save(f"metadata-{storage}", result)
-    a, b = result["summary"]["quay-geo"], result["summary"]["distribution"]
+    a, b = summaries["quay-geo"], summaries["distribution"]
     print(
         compare_table(
             [(m, PEER, a[m], b[m]) for m in ("head_blob_rps", "get_manifest_rps")], "req/s"
