@@ -74,4 +74,7 @@ def _check_preference(**kwargs: Any) -> None:
     """Refuse to start a worker whose storage preference names an unknown location."""
     from replication.selectors import preference_check_at_start
 
+    from .memory import malloc_tune
+
+    malloc_tune()  # the pool processes fork from here and inherit it
     preference_check_at_start()

@@ -196,9 +196,9 @@ QUAY_GEO_UPLOAD_LEASE_SECONDS = env.int("QUAY_GEO_UPLOAD_LEASE_SECONDS", default
 QUAY_DISTRIBUTED_STORAGE_PREFERENCE = env.str("QUAY_DISTRIBUTED_STORAGE_PREFERENCE", default="")
 # Secrets of engines are encrypted with this key (default: derived from DJANGO_SECRET_KEY).
 QUAY_GEO_ENCRYPTION_KEY = env.str("QUAY_GEO_ENCRYPTION_KEY", default="")
-# How a copy is verified: "readback" re-reads the target (default), "stream" trusts the
-# digest computed while streaming plus the target's size.
-QUAY_GEO_REPLICATION_VERIFY = env.str("QUAY_GEO_REPLICATION_VERIFY", default="readback")
+# How a copy is verified: "stream" (default) checks the digest computed while streaming and the
+# target's size; "readback" also re-reads and hashes the whole target (twice the bytes moved).
+QUAY_GEO_REPLICATION_VERIFY = env.str("QUAY_GEO_REPLICATION_VERIFY", default="stream")
 QUAY_GEO_REPLICATION_LEASE_SECONDS = env.int("QUAY_GEO_REPLICATION_LEASE_SECONDS", default=300)
 QUAY_GEO_REPLICATION_MAX_ATTEMPTS = env.int("QUAY_GEO_REPLICATION_MAX_ATTEMPTS", default=8)
 QUAY_GEO_REPLICATION_BACKOFF_BASE = env.float("QUAY_GEO_REPLICATION_BACKOFF_BASE", default=5.0)

@@ -4,6 +4,9 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+from quay_geo.memory import malloc_tune
+
+malloc_tune()  # before the workers fork and allocate part buffers
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quay_geo.settings")
 application = get_wsgi_application()
 

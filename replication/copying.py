@@ -143,7 +143,11 @@ def sources_for(placement: Placement) -> list[StorageLocation]:
 def copy_verified(
     *, source: StorageEngine, target: StorageEngine, key: str, size: int, sha256: str
 ) -> CopyResult:
-    """Copy ``key`` and read back what the target holds; raise VerificationFailed on mismatch."""
+    """Copy ``key`` and check what the target holds; raise VerificationFailed on a mismatch.
+
+    Always: the SHA-256 of the bytes a streamed copy read from the source, and the target's size.
+    With ``QUAY_GEO_REPLICATION_VERIFY=readback`` also the SHA-256 of the whole target read back.
+    """
     result = source.copy_to(key, target)
     if result.method == "stream" and result.sha256 != sha256:
         raise VerificationFailed(f"source bytes of {key} do not match the blob's SHA-256")
@@ -153,7 +157,7 @@ def copy_verified(
             f"{target.location_id} holds {None if found is None else found.size} bytes, "
             f"expected {size}"
         )
-    if getattr(settings, "QUAY_GEO_REPLICATION_VERIFY", "readback") == "readback":
+    if getattr(settings, "QUAY_GEO_REPLICATION_VERIFY", "stream") == "readback":
         digest = hashlib.sha256()
         with target.read(key) as stream:
             for chunk in stream:

@@ -36,12 +36,20 @@ class ByteStream:
         if size is None or size < 0:
             data, self._buffer = self._buffer + b"".join(self._chunks), b""
             return data
-        while len(self._buffer) < size:
+        # Gather the pieces, then join once: adding each chunk to the buffer copied the part
+        # again per chunk (36 MiB of copies for one 8 MiB part read in 1 MiB chunks).
+        pieces, have = [self._buffer], len(self._buffer)
+        while have < size:
             chunk = next(self._chunks, None)
             if chunk is None:
                 break
-            self._buffer += chunk
-        result, self._buffer = self._buffer[:size], self._buffer[size:]
+            pieces.append(chunk)
+            have += len(chunk)
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if len(data) <= size:
+            self._buffer = b""
+            return data
+        result, self._buffer = data[:size], data[size:]
         return result
 
     def close(self) -> None:

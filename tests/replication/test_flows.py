@@ -57,6 +57,7 @@ def test_commit_without_replication_creates_no_pending_work(
     assert list(Placement.objects.filter(blob=blob).values_list("state", flat=True)) == ["present"]
 
 
+@override_settings(QUAY_GEO_REPLICATION_VERIFY="readback")
 def test_corrupted_target_bytes_never_become_present(
     regions: Regions, committed_blob: MakeBlob, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -78,6 +79,30 @@ def test_corrupted_target_bytes_never_become_present(
     assert not eu_placement.error_permanent
     assert "differ" in eu_placement.last_error
     assert target.stat(content_key(blob.digest)) is None, "unverified bytes are removed"
+
+
+def test_by_default_a_copy_is_not_read_back_but_a_short_target_is_refused(
+    regions: Regions, committed_blob: MakeBlob, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    us, eu = regions
+    target = location_engine(eu)
+    real_write, real_read = target.write, target.read
+    reads: list[str] = []
+    monkeypatch.setattr(target, "read", lambda key, **kw: reads.append(key) or real_read(key, **kw))
+
+    blob, _ = committed_blob(us)
+    assert placement(blob, eu).state == PlacementState.PRESENT
+    assert reads == [], "the default verification does not read the copy back"
+
+    def short_write(key: str, stream: Any, *, size: int | None = None) -> int:
+        data = stream.read()
+        return real_write(key, io.BytesIO(data[:-1]), size=len(data) - 1)
+
+    monkeypatch.setattr(target, "write", short_write)
+    short, _ = committed_blob(us)
+    assert placement(short, eu).state == PlacementState.FAILED
+    assert "expected" in placement(short, eu).last_error
+    assert target.stat(content_key(short.digest)) is None
 
 
 def test_transient_target_failure_retries_then_present(
