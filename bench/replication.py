@@ -14,8 +14,8 @@ inside one Django process, ``manage.py backfillreplication`` (``call_command``: 
 ``replicate_batch`` messages, cut by placement count and bytes in ``replication/services.py``;
 each message is copied by one worker process, one placement after another) and a 0.1 s poll of
 the database until every target placement is ``present``. Copies are verified as configured by
-default (``QUAY_GEO_REPLICATION_VERIFY=readback``: each copy, server-side ones too, is read back
-and hashed); rclone compares sizes and, where both backends have one, MD5 (the S3 ETag).
+default (``QUAY_GEO_REPLICATION_VERIFY=stream``: the SHA-256 of a streamed copy's source bytes,
+and the target's size); rclone compares sizes and, where both backends have one, MD5 (the ETag).
 
 rclone: ``rclone copy -v src:<bucket> dst:<bucket>`` with default settings (``--transfers 4``,
 ``--checkers 8``; hence the worker's concurrency of 4), remotes from ``RCLONE_CONFIG_<NAME>_*``
@@ -424,7 +424,8 @@ def run(*, quick: bool, runs: int) -> dict[str, Any]:
             "messages as replication/services.py cuts them), timed from its start until every "
             "target placement is "
             f"present (database polled every {POLL_S:g}s)",
-            "quay_verify": "QUAY_GEO_REPLICATION_VERIFY default (readback)",
+            "quay_verify": "QUAY_GEO_REPLICATION_VERIFY="
+            + (os.environ.get("QUAY_GEO_REPLICATION_VERIFY") or "stream (the default)"),
             "order": "A B / B A across runs, A = quay-geo on even runs",
             "retries": "quay-geo: placement copy attempts beyond the first (transient failures); "
             "rclone: whole-copy attempts beyond the first ('Attempt 1/3 failed')",
