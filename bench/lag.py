@@ -13,7 +13,7 @@ with requests (each blob one monolithic ``POST ?digest=``, what ``crane`` and ``
 small blobs). A pusher starts no image after the deadline and finishes the one it is pushing.
 
 Lag of a blob: the time its ``eu_s3`` placement became present (``Placement.verified_at``, after
-the copy and its read-back verification) minus its commit (``Blob.created_at``). Read from the
+the copy and its verification) minus its commit (``Blob.created_at``). Read from the
 database after the load, once every placement is present (bounded wait).
 """
 

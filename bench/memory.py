@@ -13,7 +13,7 @@ the registry streams every byte itself) and one Celery worker (region eu, prefer
 4. replicate it from ``us_s3`` to ``eu_s3`` (two moto servers: different endpoints, so the copy
    is streamed through the worker, not server-side; ``Placement.copy_method`` is checked). The
    worker starts idle (queue ``celery`` only) and is handed ``replicate.eu_s3`` once its sampler
-   runs, so the whole copy and read-back verification is sampled.
+   runs, so the whole copy and its verification are sampled.
 
 Why requests and not skopeo: skopeo is not installed on every machine of this project, and a
 client we write streams a file we generated chunk by chunk. The blob is written to a file under
