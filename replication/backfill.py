@@ -87,13 +87,19 @@ def _placements_create(
     now = timezone.now()
     placement = Placement._meta
     blob_ids = list(blob_sizes)
-    marks = ", ".join(["%s"] * len(blob_ids))
+    if connection.vendor == "postgresql":
+        # One text parameter split by the server: binding 2,000 separate values (or an array
+        # of them) in the client cost more than the insert itself.
+        where = "b.id = ANY(string_to_array(%s, ',')::bigint[])"
+        id_params: list[Any] = [",".join(map(str, blob_ids))]
+    else:
+        where, id_params = f"b.id IN ({', '.join(['%s'] * len(blob_ids))})", list(blob_ids)
     # Table names come from the models and every value is a parameter.
     sql = (
         f"INSERT INTO {placement.db_table} (blob_id, location_id, state, attempts, last_error, "  # noqa: S608
         "error_permanent, copy_method, enqueued_at, backfill_run_id, created_at, updated_at) "
         "SELECT b.id, %s, %s, 0, '', %s, '', %s, %s, %s, %s "
-        f"FROM {Blob._meta.db_table} b WHERE b.id IN ({marks}) "
+        f"FROM {Blob._meta.db_table} b WHERE {where} "
         "ON CONFLICT (blob_id, location_id) DO NOTHING RETURNING id, blob_id"
     )
     params: list[Any] = [
@@ -106,7 +112,7 @@ def _placements_create(
         now,
     ]
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *blob_ids])
+        cursor.execute(sql, [*params, *id_params])
         created = {row[0]: blob_sizes[row[1]] for row in cursor.fetchall()}
         placements_enqueue_marked(sizes=created, location_id=location.location_id)
 
