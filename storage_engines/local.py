@@ -80,7 +80,7 @@ class LocalEngine(StorageEngine):
                 remaining -= len(data)
                 yield data
 
-        return ByteStream(chunks(), close=handle.close)
+        return ByteStream(chunks(), close=handle.close, file=handle)
 
     def stat(self, key: str) -> ObjectStat | None:
         try:

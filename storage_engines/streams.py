@@ -3,7 +3,7 @@
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Protocol
+from typing import IO, Protocol
 
 CHUNK = 1024 * 1024
 
@@ -17,11 +17,20 @@ class Readable(Protocol):
 class ByteStream:
     """An iterator of byte chunks that can also be read like a file, and must be closed."""
 
-    def __init__(self, chunks: Iterable[bytes], close: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        chunks: Iterable[bytes],
+        close: Callable[[], None] | None = None,
+        *,
+        file: IO[bytes] | None = None,
+    ) -> None:
         self._chunks: Iterator[bytes] = iter(chunks)
         self._close = close
         self._buffer = b""
         self.closed = False
+        #: The open file the chunks come from, positioned at the first byte, when they come from
+        #: a local file: a WSGI server may then send it with sendfile() instead of the chunks.
+        self.file = file
 
     def __iter__(self) -> Iterator[bytes]:
         if self._buffer:

@@ -2,6 +2,8 @@
 
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 
+from storage_engines.streams import CHUNK
+
 from .. import auth
 from ..names import digest_parse, name_check
 from ..ranges import RangeNotSatisfiable, range_parse
@@ -45,6 +47,11 @@ class BlobView(RegistryView):
             response = answer(status, headers)
         else:
             response = StreamingHttpResponse(source.stream, status=status)
+            if source.stream.file is not None:
+                # A local file: gunicorn sends it with sendfile() (wsgi.file_wrapper), from the
+                # position the engine seeked to, for Content-Length bytes.
+                response.file_to_stream = source.stream.file  # type: ignore[attr-defined]
+                response.block_size = CHUNK  # type: ignore[attr-defined]
             for header, value in headers.items():
                 response[header] = value
         response["Content-Length"] = str(length)

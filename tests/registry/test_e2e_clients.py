@@ -389,3 +389,31 @@ def test_zero_byte_and_sha512_blobs_round_trip_through_s3(
     assert got_sha512.content == data
     assert f"registry/sha512/{sha512[7:9]}/{sha512[7:]}" in bucket_keys(moto_bucket)
     assert open_multipart_uploads(moto_bucket) == 0
+
+
+def test_local_disk_blobs_are_served_whole_and_by_range_through_gunicorn(
+    registry_server: str, alice: User, tmp_path: Path
+) -> None:
+    # A local location: the registry hands the open file to gunicorn (sendfile), positioned at
+    # the first byte of the range; every byte and the length must still be right.
+    location_create(location_id="local_e2e", kind="local", options={"storage_path": str(tmp_path)})
+    ReplicationSettings.objects.filter(pk=1).update(config_version=time.time_ns() // 1000)
+    data = os.urandom(5 * MiB + 123)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    bearer = {
+        "Authorization": f"Bearer {token(registry_server, 'repository:alice/raw:pull,push')}"
+    }
+    assert _blob_push(registry_server, bearer, data, digest).status_code == 201
+    url = f"http://{registry_server}/v2/alice/raw/blobs/{digest}"
+
+    whole = requests.get(url, headers=bearer, timeout=60)
+    middle = requests.get(url, headers={**bearer, "Range": "bytes=1048577-3145727"}, timeout=60)
+    tail = requests.get(url, headers={**bearer, "Range": "bytes=-100"}, timeout=60)
+
+    assert whole.status_code == 200
+    assert whole.headers["Content-Length"] == str(len(data))
+    assert whole.content == data
+    assert middle.status_code == 206
+    assert middle.content == data[1048577:3145728]
+    assert tail.status_code == 206
+    assert tail.content == data[-100:]
