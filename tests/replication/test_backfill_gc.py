@@ -98,8 +98,8 @@ def test_backfill_marks_what_it_creates_and_sends_one_message_per_batch(
     created = Placement.objects.filter(location=eu).exclude(pk=earlier.pk)
     assert created.count() == 119
     assert not created.filter(enqueued_at__isnull=True).exists()
-    # Small blobs: one message per page (at most BATCH_SIZE_SIZED placements or BATCH_BYTES).
-    assert [len(ids) for ids, _ in sent] == [100, 19]
+    # Pages of 100 and 19: each spread over up to 16 messages (BATCH_SPREAD).
+    assert [len(ids) for ids, _ in sent] == [7] * 14 + [2] + [2] * 9 + [1]
     assert {location for _, location in sent} == {"eu_mem"}
     assert sorted(pk for ids, _ in sent for pk in ids) == sorted(
         created.values_list("pk", flat=True)
@@ -136,14 +136,18 @@ def test_backfill_leaves_what_the_broker_refused_unmarked_for_the_reconciler(
     )
 
 
-def test_batch_messages_are_bounded_by_count_and_by_bytes() -> None:
+def test_batch_messages_are_bounded_by_count_and_by_bytes_and_spread() -> None:
     from replication.services import BATCH_BYTES, BATCH_SIZE, BATCH_SIZE_SIZED, _batches
 
-    ids = list(range(1, 451))
-    assert [len(c) for c in _batches(ids, None)] == [BATCH_SIZE] * 9
-    assert [len(c) for c in _batches(ids, dict.fromkeys(ids, 1))] == [BATCH_SIZE_SIZED] * 2 + [50]
-    big = dict.fromkeys(ids[:5], BATCH_BYTES // 2)
-    assert [len(c) for c in _batches(ids[:5], big)] == [2, 2, 1]
+    many = list(range(1, 4001))
+    assert [len(c) for c in _batches(many, None)] == [BATCH_SIZE] * 80
+    assert [len(c) for c in _batches(many, dict.fromkeys(many, 1))] == [BATCH_SIZE_SIZED] * 20
+    big = dict.fromkeys(many[:5], BATCH_BYTES // 2)
+    assert [len(c) for c in _batches(many[:5], big)] == [1] * 5  # fewer than 16: one each
+    few = list(range(1, 203))  # bench case 2: 202 blobs -> 16 messages of 13, the last 7
+    assert [len(c) for c in _batches(few, dict.fromkeys(few, 4 << 20))] == [13] * 15 + [7]
+    mixed = dict.fromkeys(many[:1000], 1 << 20)  # 63 placements reach 63 MiB: count rules
+    assert {len(c) for c in _batches(many[:1000], mixed)} == {63, 55}
 
 
 def test_backfill_refuses_when_replication_is_disabled(db: Any) -> None:
