@@ -2,6 +2,7 @@
 
 import argparse
 import importlib
+import signal
 import sys
 import time
 from typing import Any
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else 3)
     cases = (QUICK_CASES if args.quick else tuple(CASES)) if "all" in args.cases else args.cases
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C, so every server this run started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     stale_runs_remove()
     fresh_dir(STATE)
     with services():
