@@ -75,14 +75,47 @@ def _series(data: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
+#: Units of single-sided metrics, by name suffix: such metrics share one panel per unit.
+_UNITS = ("_one_mb", "_total_mb", "_rss_mb", "_mb", "_seconds", "_s", "_rps", "_per_s")
+
+
+def _one_sided(series: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
+    """Regroup ``{metric: {"": stats}}`` as ``{unit: {metric prefix: stats}}`` panels."""
+    panels: dict[str, dict[str, Any]] = {}
+    for metric, bars in series.items():
+        unit = next((u for u in _UNITS if metric.endswith(u)), "")
+        label = metric.removesuffix(unit) or metric
+        panels.setdefault(unit.lstrip("_") or metric, {})[label] = bars[""]
+    return panels
+
+
+def _budget_of(params: dict[str, Any], unit: str) -> float | None:
+    """Return the budget a panel of ``unit`` is held to, if the case has one."""
+    if unit == "one_mb" and "budget_mb_per_process" in params:
+        return float(params["budget_mb_per_process"])
+    budget = params.get("budget") or {}
+    if unit == "s" and "seconds" in budget:
+        return float(budget["seconds"])
+    if unit in ("rss_mb", "mb") and "rss_mb" in budget:
+        return float(budget["rss_mb"])
+    return None
+
+
 def chart(data: dict[str, Any], path: Path) -> Path:
-    """Draw one panel per metric: the median of each side as a bar, min to max as a whisker."""
+    """Draw one panel per metric: the median of each side as a bar, min to max as a whisker.
+
+    A case without a peer draws one panel per unit instead, with its budget as a dashed line.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = _series(data)
+    params = data.get("params", {})
+    series: dict[str, dict[str, Any]] = dict(_series(data))
+    single = all(list(bars) == [""] for bars in series.values())
+    if single:
+        series = _one_sided(series)
     extra = "lags_s" in data and bool(data["lags_s"])
     panels = len(series) + int(extra)
     columns = min(3, panels)
@@ -94,24 +127,27 @@ def chart(data: dict[str, Any], path: Path) -> Path:
         medians = [bars[label]["median"] for label in labels]
         low = [m - bars[label]["min"] for m, label in zip(medians, labels, strict=True)]
         high = [bars[label]["max"] - m for m, label in zip(medians, labels, strict=True)]
-        colors = ["#c0392b" if "quay" in label else "#7f8c8d" for label in labels]
+        colors = ["#c0392b" if "quay" in label or single else "#7f8c8d" for label in labels]
         ax.bar(range(len(labels)), medians, yerr=[low, high], capsize=4, color=colors)
         ax.set_xticks(range(len(labels)), [label or metric for label in labels], fontsize=7)
         ax.set_title(metric, fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
+        budget = _budget_of(params, metric) if single else None
+        if budget is not None:
+            ax.axhline(budget, color="black", linestyle="--", linewidth=1)
+            ax.annotate(f"budget {budget:g}", (0, budget), fontsize=7, va="bottom")
     if extra:
         ax = flat[len(series)]
         ax.hist(data["lags_s"], bins=40, color="#c0392b")
         ax.set_title("lag from commit to present (s), every blob", fontsize=9)
     for ax in flat[panels:]:
         ax.set_visible(False)
-    params = data.get("params", {})
     fig.suptitle(
         f"{data['case']}: median, whiskers min to max ({params.get('runs', '?')} runs"
         f"{', quick' if params.get('quick') else ''})",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
