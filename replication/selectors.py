@@ -105,9 +105,13 @@ def preference_of_instance(config: LocationConfig | None = None) -> list[Storage
     return first + [location for location in config.locations if location not in first]
 
 
-def placements_present(blob: Blob) -> list[Placement]:
+def placements_present(
+    blob: Blob, preference: list[StorageLocation] | None = None
+) -> list[Placement]:
     """Return the blob's present placements ordered by this instance's preference."""
-    order = {loc.pk: i for i, loc in enumerate(preference_of_instance())}
+    if preference is None:
+        preference = preference_of_instance()
+    order = {loc.pk: i for i, loc in enumerate(preference)}
     present = list(
         Placement.objects.filter(blob=blob, state=PlacementState.PRESENT).select_related("location")
     )
@@ -122,13 +126,14 @@ def cache_clear() -> None:
         _engines.clear()
 
 
-def read_candidates(blob: Blob) -> list[Placement]:
+def read_candidates(blob: Blob, preference: list[StorageLocation] | None = None) -> list[Placement]:
     """Return the blob's present placements to read from: preferred and healthy ones first.
 
     Locations whose breaker is open go last instead of being dropped: trying a doubtful store
-    beats answering that nothing holds the blob.
+    beats answering that nothing holds the blob. ``preference`` saves a caller that has it
+    the configuration lookup.
     """
-    placements = placements_present(blob)
+    placements = placements_present(blob, preference)
     healthy = [p for p in placements if health.location_healthy(p.location.location_id)]
     return healthy + [p for p in placements if p not in healthy]
 

@@ -50,14 +50,12 @@ def direct_url_ttl() -> int:
     return int(getattr(settings, "QUAY_GEO_DIRECT_URL_TTL", 600))
 
 
-def _own_copy_hurry(blob: Blob, holders: list[StorageLocation]) -> None:
+def _own_copy_hurry(
+    blob: Blob, holders: list[StorageLocation], preference: list[StorageLocation]
+) -> None:
     """Move the copy into this instance's first location to the front of the queue if missing."""
-    try:
-        preferred = preference_of_instance()[:1]
-    except PreferenceError:
-        return
-    if preferred and preferred[0] not in holders:
-        placement_prioritize(blob=blob, location=preferred[0])
+    if preference and preference[0] not in holders:
+        placement_prioritize(blob=blob, location=preference[0])
 
 
 def blob_source_open(
@@ -65,12 +63,17 @@ def blob_source_open(
 ) -> BlobRedirect | BlobStream:
     """Return where the bytes of ``blob`` come from; raise StorageFailed if nowhere.
 
-    The database connection is released before any engine is asked: a download may be long.
+    The database connection is released before a body is streamed (a download may be long);
+    a ``HEAD`` or a redirect keeps it for the next request (reconnecting cost more than the
+    rest of such a request).
     """
-    placements = read_candidates(blob)
+    try:
+        preference: list[StorageLocation] = preference_of_instance()
+    except PreferenceError:
+        preference = []
+    placements = read_candidates(blob, preference or None)
     candidates = [(p.location, location_engine(p.location)) for p in placements]
-    _own_copy_hurry(blob, [location for location, _ in candidates])
-    db_release()
+    _own_copy_hurry(blob, [location for location, _ in candidates], preference)
     key = content_key(blob.digest)
     failures: list[StorageError] = []
     for location, engine in candidates:
@@ -87,6 +90,7 @@ def blob_source_open(
             if method == "HEAD":
                 return BlobStream(None)
             offset, length = (byte_range.first, byte_range.length) if byte_range else (0, None)
+            db_release()
             stream = engine.read(key, offset=offset, length=length)
             health.location_succeeded(location.location_id)
             return BlobStream(stream)

@@ -282,3 +282,31 @@ def test_no_transaction_and_no_database_connection_while_bytes_stream(
 
     assert patched.status_code == 202
     assert seen == [(False, True)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_get_releases_the_connection_before_streaming_and_a_head_keeps_it(
+    client: Any, memory: Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_create("alice")
+    api = Api(client, "alice")
+    data = b"q" * 3000
+    assert api.call("POST", "/v2/alice/app/blobs/uploads/", data, query={"digest": sha256(data)})
+    released: list[str] = []
+    monkeypatch.setattr("registry.services.serving.db_release", lambda: released.append("released"))
+    seen: list[bool] = []
+    original: Callable[..., Any] = memory.engine.read
+
+    def observed(*args: Any, **kwargs: Any) -> Any:
+        seen.append(bool(released))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(memory.engine, "read", observed)
+
+    head = api.call("HEAD", f"/v2/alice/app/blobs/{sha256(data)}")
+    assert head.status_code == 200
+    assert released == [], "a HEAD streams nothing: reconnecting would cost more than it"
+
+    got = api.call("GET", f"/v2/alice/app/blobs/{sha256(data)}")
+    assert b"".join(got.streaming_content) == data
+    assert seen == [True], "the connection goes back before the engine streams"

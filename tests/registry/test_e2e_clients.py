@@ -400,9 +400,7 @@ def test_local_disk_blobs_are_served_whole_and_by_range_through_gunicorn(
     ReplicationSettings.objects.filter(pk=1).update(config_version=time.time_ns() // 1000)
     data = os.urandom(5 * MiB + 123)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    bearer = {
-        "Authorization": f"Bearer {token(registry_server, 'repository:alice/raw:pull,push')}"
-    }
+    bearer = {"Authorization": f"Bearer {token(registry_server, 'repository:alice/raw:pull,push')}"}
     assert _blob_push(registry_server, bearer, data, digest).status_code == 201
     url = f"http://{registry_server}/v2/alice/raw/blobs/{digest}"
 
