@@ -76,7 +76,7 @@ def _series(data: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
 
 
 #: Units of single-sided metrics, by name suffix: such metrics share one panel per unit.
-_UNITS = ("_one_mb", "_total_mb", "_rss_mb", "_mb", "_seconds", "_s", "_rps", "_per_s")
+_UNITS = ("_one_mb", "_total_mb", "_rss_mb", "_mb", "_seconds", "_per_s", "_rps", "_s")
 
 
 def _one_sided(series: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
@@ -129,7 +129,10 @@ def chart(data: dict[str, Any], path: Path) -> Path:
         high = [bars[label]["max"] - m for m, label in zip(medians, labels, strict=True)]
         colors = ["#c0392b" if "quay" in label or single else "#7f8c8d" for label in labels]
         ax.bar(range(len(labels)), medians, yerr=[low, high], capsize=4, color=colors)
-        ax.set_xticks(range(len(labels)), [label or metric for label in labels], fontsize=7)
+        crowded = {"rotation": 30, "ha": "right"} if len(labels) > 4 else {}
+        ax.set_xticks(
+            range(len(labels)), [label or metric for label in labels], fontsize=7, **crowded
+        )
         ax.set_title(metric, fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
         budget = _budget_of(params, metric) if single else None
