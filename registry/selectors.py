@@ -63,23 +63,23 @@ def _in_repository(name: str) -> dict[str, str]:
     return {"repository__namespace__name": namespace, "repository__name": rest}
 
 
-def blob_for_pull(*, name: str, digest: str) -> Blob:
-    """Return a blob linked to the repository with a present copy; raise if not.
+def blob_for_pull(*, name: str, digest: str) -> tuple[Blob, list[Placement]]:
+    """Return a blob linked to the repository and its present placements; raise if none.
 
-    One query when the blob is there (the metadata path: every ``HEAD`` of a pull); a miss costs
-    a second one to tell an unknown repository (NameUnknown) from an unknown blob (BlobUnknown).
+    One query when the blob is there (the metadata path: every ``HEAD`` of a pull), which also
+    brings the placements (with their locations) the bytes are read from; a miss costs a second
+    one to tell an unknown repository (NameUnknown) from an unknown blob (BlobUnknown).
     """
-    present = Placement.objects.filter(blob=OuterRef("blob"), state=PlacementState.PRESENT)
-    link = (
-        RepositoryBlob.objects.select_related("blob")
-        .filter(**_in_repository(name), blob__digest=digest)
-        .annotate(present=Exists(present))
-        .first()
+    linked = RepositoryBlob.objects.filter(**_in_repository(name), blob=OuterRef("blob"))
+    placements = list(
+        Placement.objects.select_related("blob", "location")
+        .filter(blob__digest=digest, state=PlacementState.PRESENT)
+        .filter(Exists(linked))
     )
-    if link is None or not link.present:
+    if not placements:
         repository_get(name=name)
         raise errors.BlobUnknown({"digest": digest})
-    return link.blob
+    return placements[0].blob, placements
 
 
 def blob_present_at(*, digest: str, location_id: int) -> bool:

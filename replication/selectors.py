@@ -106,15 +106,23 @@ def preference_of_instance(config: LocationConfig | None = None) -> list[Storage
 
 
 def placements_present(
-    blob: Blob, preference: list[StorageLocation] | None = None
+    blob: Blob,
+    preference: list[StorageLocation] | None = None,
+    present: list[Placement] | None = None,
 ) -> list[Placement]:
-    """Return the blob's present placements ordered by this instance's preference."""
+    """Return the blob's present placements ordered by this instance's preference.
+
+    ``present``: the placements, when the caller has read them already (with their locations).
+    """
     if preference is None:
         preference = preference_of_instance()
     order = {loc.pk: i for i, loc in enumerate(preference)}
-    present = list(
-        Placement.objects.filter(blob=blob, state=PlacementState.PRESENT).select_related("location")
-    )
+    if present is None:
+        present = list(
+            Placement.objects.filter(blob=blob, state=PlacementState.PRESENT).select_related(
+                "location"
+            )
+        )
     return sorted(present, key=lambda p: order.get(p.location_id, len(order)))
 
 
@@ -126,14 +134,18 @@ def cache_clear() -> None:
         _engines.clear()
 
 
-def read_candidates(blob: Blob, preference: list[StorageLocation] | None = None) -> list[Placement]:
+def read_candidates(
+    blob: Blob,
+    preference: list[StorageLocation] | None = None,
+    present: list[Placement] | None = None,
+) -> list[Placement]:
     """Return the blob's present placements to read from: preferred and healthy ones first.
 
     Locations whose breaker is open go last instead of being dropped: trying a doubtful store
-    beats answering that nothing holds the blob. ``preference`` saves a caller that has it
-    the configuration lookup.
+    beats answering that nothing holds the blob. ``preference`` and ``present`` save a caller
+    that has them the configuration lookup and the placements query.
     """
-    placements = placements_present(blob, preference)
+    placements = placements_present(blob, preference, present)
     healthy = [p for p in placements if health.location_healthy(p.location.location_id)]
     return healthy + [p for p in placements if p not in healthy]
 

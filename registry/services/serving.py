@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from replication import health
-from replication.models import Blob, ServeMode, StorageLocation
+from replication.models import Blob, Placement, ServeMode, StorageLocation
 from replication.selectors import (
     PreferenceError,
     location_engine,
@@ -59,7 +59,11 @@ def _own_copy_hurry(
 
 
 def blob_source_open(
-    *, blob: Blob, method: str, byte_range: ByteRange | None
+    *,
+    blob: Blob,
+    method: str,
+    byte_range: ByteRange | None,
+    present: list[Placement] | None = None,
 ) -> BlobRedirect | BlobStream:
     """Return where the bytes of ``blob`` come from; raise StorageFailed if nowhere.
 
@@ -71,7 +75,7 @@ def blob_source_open(
         preference: list[StorageLocation] = preference_of_instance()
     except PreferenceError:
         preference = []
-    placements = read_candidates(blob, preference or None)
+    placements = read_candidates(blob, preference or None, present)
     candidates = [(p.location, location_engine(p.location)) for p in placements]
     _own_copy_hurry(blob, [location for location, _ in candidates], preference)
     key = content_key(blob.digest)

@@ -28,12 +28,12 @@ class BlobView(RegistryView):
         name_check(name)
         wanted = str(digest_parse(digest))
         auth.access_require(request, name, ["pull"])
-        blob = blob_for_pull(name=name, digest=wanted)
+        blob, present = blob_for_pull(name=name, digest=wanted)
         try:
             byte_range = range_parse(request.headers.get("Range"), blob.size)
         except RangeNotSatisfiable:
             return answer(416, {"Content-Range": f"bytes */{blob.size}"})
-        source = blob_source_open(blob=blob, method=method, byte_range=byte_range)
+        source = blob_source_open(blob=blob, method=method, byte_range=byte_range, present=present)
         headers = {"Docker-Content-Digest": wanted}
         if isinstance(source, BlobRedirect):
             return answer(307, {**headers, "Location": source.url})

@@ -310,3 +310,16 @@ def test_a_get_releases_the_connection_before_streaming_and_a_head_keeps_it(
     got = api.call("GET", f"/v2/alice/app/blobs/{sha256(data)}")
     assert b"".join(got.streaming_content) == data
     assert seen == [True], "the connection goes back before the engine streams"
+
+
+def test_the_metadata_requests_of_a_pull_cost_few_queries(
+    api: Api, memory: Memory, django_assert_max_num_queries: Any
+) -> None:
+    # The rate of HEAD blob / GET manifest is bounded by queries (docs/PERFORMANCE.md, case 6):
+    # the token's user, the blob with its present placements, the configuration version.
+    data = b"m" * 100
+    assert api.call("POST", "/v2/alice/app/blobs/uploads/", data, query={"digest": sha256(data)})
+    api.call("HEAD", f"/v2/alice/app/blobs/{sha256(data)}")  # warm the configuration cache
+    with django_assert_max_num_queries(3):
+        head = api.call("HEAD", f"/v2/alice/app/blobs/{sha256(data)}")
+    assert head.status_code == 200
