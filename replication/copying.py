@@ -148,7 +148,7 @@ def copy_verified(
     Always: the SHA-256 of the bytes a streamed copy read from the source, and the target's size.
     With ``QUAY_GEO_REPLICATION_VERIFY=readback`` also the SHA-256 of the whole target read back.
     """
-    result = source.copy_to(key, target)
+    result = source.copy_to(key, target, size=size)
     if result.method == "stream" and result.sha256 != sha256:
         raise VerificationFailed(f"source bytes of {key} do not match the blob's SHA-256")
     found = target.stat(key)

@@ -136,8 +136,11 @@ class StorageEngine(ABC):
         """Return a short-lived URL that serves the object without credentials, or None."""
         return None
 
-    def _server_side_copy_from(self, source: "StorageEngine", key: str, target_key: str) -> bool:
-        """Copy ``key`` from ``source`` inside the backend and return True, or return False."""
+    def _server_side_copy_from(
+        self, source: "StorageEngine", key: str, target_key: str, size: int
+    ) -> bool:
+        """Copy ``key`` (``size`` bytes) from ``source`` inside the backend and return True, or
+        return False."""
         return False
 
     def _check_container(self) -> None:  # noqa: B027 - optional hook, a no-op by default
@@ -279,20 +282,32 @@ class StorageEngine(ABC):
     # --- Provided: copies and probes ---
 
     def copy_to(
-        self, key: str, target: "StorageEngine", *, target_key: str | None = None
+        self,
+        key: str,
+        target: "StorageEngine",
+        *,
+        target_key: str | None = None,
+        size: int | None = None,
     ) -> CopyResult:
-        """Copy an object to another engine, server-side when both ends allow it."""
+        """Copy an object to another engine, server-side when both ends allow it.
+
+        ``size``: the object's size when the caller knows it (replication knows every blob's),
+        which saves asking the source; a missing object then fails the copy or the read with
+        ObjectNotFound instead of the stat.
+        """
         target_key = target_key or key
-        found = self.stat(key)
-        if found is None:
-            raise ObjectNotFound(f"{key} not found in {self.location_id}")
-        if target.max_object_size is not None and found.size > target.max_object_size:
-            raise ObjectTooLarge(f"{found.size} bytes exceed {target.location_id}'s limit")
-        if target._server_side_copy_from(self, key, target_key):
-            return CopyResult(method="server", size=found.size, sha256=None)
+        if size is None:
+            found = self.stat(key)
+            if found is None:
+                raise ObjectNotFound(f"{key} not found in {self.location_id}")
+            size = found.size
+        if target.max_object_size is not None and size > target.max_object_size:
+            raise ObjectTooLarge(f"{size} bytes exceed {target.location_id}'s limit")
+        if target._server_side_copy_from(self, key, target_key, size):
+            return CopyResult(method="server", size=size, sha256=None)
         with self.read(key) as stream:
             reader = HashingReader(stream)
-            target.write(target_key, reader, size=found.size)
+            target.write(target_key, reader, size=size)
         return CopyResult(method="stream", size=reader.size, sha256=reader.hexdigest())
 
     def probe(self, *, timeout: float = 5.0) -> None:

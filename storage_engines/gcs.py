@@ -501,11 +501,13 @@ class GCSEngine(StorageEngine):
                     return
                 logger.debug("rewrite to %s: %s of %s bytes", target_name, done, total)
 
-    def _server_side_copy_from(self, source: StorageEngine, key: str, target_key: str) -> bool:
+    def _server_side_copy_from(
+        self, source: StorageEngine, key: str, target_key: str, size: int
+    ) -> bool:
         if self.interop is not None:
             if isinstance(source, GCSEngine) and source.interop is not None:
                 source = source.interop
-            return self.interop._server_side_copy_from(source, key, target_key)
+            return self.interop._server_side_copy_from(source, key, target_key, size)
         if not isinstance(source, GCSEngine) or source.interop is not None:
             return False
         if source.endpoint != self.endpoint or source._identity() != self._identity():

@@ -513,15 +513,16 @@ class S3Engine(StorageEngine):
 
     # --- server-side copies -------------------------------------------------------------------
 
-    def _server_side_copy_from(self, source: StorageEngine, key: str, target_key: str) -> bool:
+    def _server_side_copy_from(
+        self, source: StorageEngine, key: str, target_key: str, size: int
+    ) -> bool:
         if not isinstance(source, S3Engine) or source.copy_identity() != self.copy_identity():
             return False
-        found = source.stat(key)
-        if found is None:
-            raise ObjectNotFound(f"{key} not found in {source.location_id}")
         source_key, destination = source._key(key), self._key(target_key)
         if (source.bucket, source_key) != (self.bucket, destination):
-            self._copy(source.bucket, source_key, destination, found.size)
+            self._copy(source.bucket, source_key, destination, size)
+        elif source.stat(key) is None:  # a copy onto itself: the object must still be there
+            raise ObjectNotFound(f"{key} not found in {source.location_id}")
         return True
 
     def _copy(self, bucket: str, key: str, target: str, size: int) -> None:

@@ -611,13 +611,12 @@ class SwiftEngine(StorageEngine):
         )
         return f"{base.scheme}://{base.netloc}{signed}"
 
-    def _server_side_copy_from(self, source: StorageEngine, key: str, target_key: str) -> bool:
+    def _server_side_copy_from(
+        self, source: StorageEngine, key: str, target_key: str, size: int
+    ) -> bool:
         if not isinstance(source, SwiftEngine) or source._storage_url() != self._storage_url():
             return False
-        found = source.stat(key)
-        if found is None:
-            raise ObjectNotFound(f"{key} not found in {source.location_id}")
-        if found.size > MAX_OBJECT:
+        if size > MAX_OBJECT:
             # COPY joins an SLO into one plain object, which Swift caps at 5 GiB: stream it.
             return False
         # The target's own storage_path (Quay's copy_to used the source's).

@@ -266,6 +266,27 @@ def test_copy_of_missing_object_raises_not_found(
         source.engine.copy_to(key_of(b"absent"), target.engine)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_copy_with_a_known_size_asks_no_stat_and_a_missing_object_is_not_found(
+    make_engine: Callable[[str], EngineUnderTest], kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, target = make_engine(kind), make_engine(kind)  # server-side where the kind has it
+    data = random_bytes(3 * MiB)
+    key = key_of(data)
+    source.engine.write(key, io.BytesIO(data), size=len(data))
+    stats: list[str] = []
+    real_stat = source.engine.stat
+    monkeypatch.setattr(source.engine, "stat", lambda k: stats.append(k) or real_stat(k))
+
+    result = source.engine.copy_to(key, target.engine, size=len(data))
+
+    assert stats == []
+    assert result.size == len(data)
+    assert sha256_streamed(target, key) == (hashlib.sha256(data).hexdigest(), len(data))
+    with pytest.raises(ObjectNotFound):
+        source.engine.copy_to(key_of(b"absent"), target.engine, size=10)
+
+
 # --- direct URLs and probes ---
 
 URL_KINDS = {"s3", "radosgw", "swift"}
