@@ -436,7 +436,8 @@ osd memory target = 939524096
 ; not "block": bluestore itself creates a symlink by that name
 bluestore block path = $CD/osd/block.file
 bluestore block create = true
-bluestore block size = 8589934592
+; sparse: it takes only what is written. Benchmarks write GiBs per run (bench/replication.py)
+bluestore block size = 21474836480
 bluestore fsck on mkfs = false
 bluestore fsck on mount = false
 osd crush update on start = true
@@ -447,6 +448,10 @@ rgw frontends = beast endpoint=127.0.0.1:7480
 rgw data = $CD/rgw
 rgw dns name = 127.0.0.1
 rgw enable usage log = false
+; deleted objects' space comes back after seconds, not the default two hours: a full OSD blocks
+; every write (and bucket cleanup) of the tests and benchmarks that follow
+rgw gc obj min wait = 30
+rgw gc processor period = 30
 ; started before the OSD is up: its client learns of the OSD on the next tick (default 5 s)
 objecter tick interval = 0.5
 EOF
