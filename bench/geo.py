@@ -10,12 +10,11 @@ each process of a tree rather than only the sum and the largest.
 import hashlib
 import json
 import os
-import re
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,9 @@ from urllib.parse import urljoin
 import psutil
 import requests
 
-from .procs import BIN, ROOT, STATE, free_port, running
-from .servers import S3, S3_KEY, Quay, manage
+from .metadata import bearer_token
+from .procs import BIN, ROOT
+from .servers import S3, S3_KEY, manage
 
 MiB = 1024 * 1024
 CHUNK = MiB
@@ -71,36 +71,6 @@ def geo_setup(env: dict[str, str], stores: dict[str, tuple[S3, str]]) -> str:
     for location_id, (s3, serve_mode) in stores.items():
         s3_location_add(env, location_id, s3, serve_mode=serve_mode)
     return manage(env, "createapptoken", "bench", "--name", "bench").strip()
-
-
-@contextmanager
-def quay_at(env: dict[str, str], token: str, preference: str, workers: int = 2) -> Iterator[Quay]:
-    """Run quay-geo under gunicorn as ``servers.quay`` does, preferring ``preference``.
-
-    A copy of ``servers.quay`` (same arguments as ``scripts/run.sh``) because that one pins the
-    preference to its single ``LOCATION``; a region's web process prefers its own location.
-    """
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    args = [
-        str(BIN / "gunicorn"),
-        "quay_geo.wsgi:application",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--worker-class",
-        "gthread",
-        "--threads",
-        "8",
-        "--timeout",
-        "600",
-        "--name",
-        "quay-geo-bench",
-    ]
-    env = dict(env, QUAY_DISTRIBUTED_STORAGE_PREFERENCE=preference)
-    with running(args, STATE / "logs" / f"quay-{port}.log", f"{url}/v2/", env) as proc:
-        yield Quay(url, proc.pid, "bench", token)
 
 
 def broker_purge(env: dict[str, str], queues: list[str]) -> None:
@@ -222,22 +192,6 @@ def _failed_permanently(env: dict[str, str], location_id: str) -> bool:
 # --- the client -------------------------------------------------------------------------------
 
 
-def push_token(url: str, repo: str, creds: str) -> str:
-    """Return a pull+push token for ``repo`` from the realm named by ``url``'s 401 challenge."""
-    challenge = requests.get(f"{url}/v2/", timeout=10).headers["WWW-Authenticate"]
-    params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-    user, password = creds.split(":", 1)
-    answer = requests.get(
-        params.pop("realm"),
-        params={"service": params.get("service", ""), "scope": f"repository:{repo}:pull,push"},
-        auth=(user, password),
-        timeout=30,
-    )
-    answer.raise_for_status()
-    body = answer.json()
-    return str(body.get("token") or body["access_token"])
-
-
 def sha256_digest(data: bytes) -> str:
     return f"sha256:{hashlib.sha256(data).hexdigest()}"
 
@@ -255,7 +209,9 @@ class Registry:
         self.url = url
         self.repo = repo
         self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {push_token(url, repo, creds)}"
+        self.session.headers["Authorization"] = (
+            f"Bearer {bearer_token(url, repo, creds, 'pull,push')}"
+        )
 
     def close(self) -> None:
         self.session.close()

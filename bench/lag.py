@@ -35,11 +35,10 @@ from .geo import (
     percentile,
     placement_states,
     placements_of,
-    quay_at,
     wait_all_present,
 )
 from .report import save, summary
-from .servers import moto, quay_env, reset_database
+from .servers import moto, quay, quay_env, reset_database
 from .workers import celery_worker
 
 DATABASE = "quay_geo_bench_lag"
@@ -168,7 +167,7 @@ def one_run(pushers: int, layer_bytes: int, seconds: float, drain_timeout: float
         worker = stack.enter_context(
             celery_worker(env, preference=EU, concurrency=WORKER_CONCURRENCY, queues=WORKER_QUEUES)
         )
-        server = stack.enter_context(quay_at(env, token, US))
+        server = stack.enter_context(quay(env, token, preference=US))
         with ProcessPeaks((server.pid,)) as web, ProcessPeaks((worker.pid,)) as copier:
             origin = time.time()
             started = time.monotonic()

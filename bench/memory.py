@@ -37,13 +37,12 @@ from .geo import (
     consume,
     geo_setup,
     placements_of,
-    quay_at,
     random_file,
     wait_all_present,
 )
 from .procs import STATE
 from .report import save, summary
-from .servers import moto, quay_env, reset_database
+from .servers import moto, quay, quay_env, reset_database
 from .workers import celery_worker
 
 DATABASE = "quay_geo_bench_memory"
@@ -136,7 +135,7 @@ def one_run(size: int, chunk: int, timeout: float) -> dict[str, Any]:
         worker = stack.enter_context(
             celery_worker(env, preference=EU, concurrency=1, queues="celery")
         )
-        server = stack.enter_context(quay_at(env, token, US))
+        server = stack.enter_context(quay(env, token, preference=US))
         out = _web_phases(server.url, server.creds, server.pid, blob, digest, chunk)
         for name, phase in out.items():
             print(

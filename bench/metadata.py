@@ -28,14 +28,14 @@ MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 CONNECTIONS = 16
 
 
-def bearer_token(url: str, repo: str, creds: str) -> str:
-    """Return a pull token for ``repo`` from the realm named by ``url``'s 401 challenge."""
+def bearer_token(url: str, repo: str, creds: str, actions: str = "pull") -> str:
+    """Return a token for ``actions`` on ``repo`` from the realm of ``url``'s 401 challenge."""
     challenge = requests.get(f"{url}/v2/", timeout=10).headers["WWW-Authenticate"]
     params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
     user, password = creds.split(":", 1)
     answer = requests.get(
         params.pop("realm"),
-        params={"service": params.get("service", ""), "scope": f"repository:{repo}:pull"},
+        params={"service": params.get("service", ""), "scope": f"repository:{repo}:{actions}"},
         auth=(user, password),
         timeout=30,
     )

@@ -28,6 +28,8 @@ Pairs: S3->S3 on one moto (two buckets), S3->S3 across the two moto servers, S3-
 The sides alternate A B / B A across runs. ``--quick``: 6 x 256 KiB + 1 x 2 MiB, the same-endpoint
 and GCS pairs, checks that every copy landed and measures nothing. ``rss_mb`` is the peak of the
 sum over the process tree (the Celery master and its 4 prefork children; rclone is one process).
+For diagnosis, ``QUAY_GEO_BENCH_PAIRS=s3-s3-same,...`` runs only those pairs and
+``QUAY_GEO_BENCH_SPY=PREFIX`` records the worker with py-spy into ``PREFIX-<pair>.txt``.
 
 Known limits of the peers here:
 - rclone 1.60 against gcp-storage-emulator copies objects up to its 16 MiB upload chunk, but
@@ -44,9 +46,12 @@ import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,6 +246,7 @@ def quay_side(pair: Pair, source_bucket: str, blobs: list[Blob]) -> dict[str, fl
         with (
             celery_worker(env, preference=TARGET_ID, concurrency=CONCURRENCY) as worker,
             PeakRss(worker.pid) as rss,
+            _spy(worker.pid, pair.name),
         ):
             got = django_helper(
                 env,
@@ -264,6 +270,23 @@ def quay_side(pair: Pair, source_bucket: str, blobs: list[Blob]) -> dict[str, fl
         # Copy attempts beyond the first, over every placement (transient failures retried).
         "retries": float(got["attempts"] - len(blobs)),
     }
+
+
+@contextmanager
+def _spy(pid: int, name: str) -> Iterator[None]:
+    """With ``QUAY_GEO_BENCH_SPY=PREFIX``, record the worker tree with py-spy into
+    ``PREFIX-<pair>.txt`` (diagnosis only: sampling costs the worker some CPU)."""
+    prefix = os.environ.get("QUAY_GEO_BENCH_SPY")
+    if not prefix:
+        yield
+        return
+    args = ["record", "--pid", str(pid), "--subprocesses", "--rate", "100", "--format", "raw"]
+    spy = subprocess.Popen([str(BIN / "py-spy"), *args, "-o", f"{prefix}-{name}.txt"])
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
 
 
 def rclone_env(pair: Pair) -> tuple[dict[str, str], str]:
@@ -393,6 +416,9 @@ def tables(result: dict[str, Any]) -> str:
 def run(*, quick: bool, runs: int) -> dict[str, Any]:
     """Run the case; return and save its results."""
     pairs = [pair for pair in PAIRS if not quick or pair.name in QUICK_PAIRS]
+    only = os.environ.get("QUAY_GEO_BENCH_PAIRS")  # diagnosis: e.g. "s3-s3-same,s3-gcs"
+    if only:
+        pairs = [pair for pair in pairs if pair.name in only.split(",")]
     servers = list(dict.fromkeys(s.server for pair in pairs for s in (pair.source, pair.target)))
     samples: dict[str, dict[str, dict[str, list[float]]]] = {}
     unsupported: dict[str, str] = {}

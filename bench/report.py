@@ -187,16 +187,32 @@ def compare_table(
 
 
 def markdown(path: Path) -> str:
-    """Render a result file of a case with a peer as Markdown tables."""
+    """Render a result file as Markdown tables, whichever of the three shapes it has."""
     data = json.loads(path.read_text())
-    if "quay-geo" not in data["summary"]:
+    summaries = data["summary"]
+    peer = data.get("params", {}).get("peer", "peer")
+    first = next(iter(summaries.values()))
+    if "median" in first:  # one side, no peer
         return "\n".join(
-            f"| {k} | {_fmt(v['median'])} | {_span(v)} | {v['n']} |"
-            for k, v in data["summary"].items()
+            f"| {k} | {_fmt(v['median'])} | {_span(v)} | {v['n']} |" for k, v in summaries.items()
         )
-    ours, theirs = data["summary"]["quay-geo"], data["summary"]["distribution"]
-    peer = data["params"]["peer"]
-    return compare_table([(m, peer, ours[m], theirs[m]) for m in ours], "")
+    if "quay-geo" in summaries:  # against one peer
+        ours, theirs = summaries["quay-geo"], summaries["distribution"]
+        return compare_table([(m, peer, ours[m], theirs[m]) for m in ours], "")
+    tables = []  # several pairs, each against the peer where it could run
+    for pair, sides in summaries.items():
+        others = [side for side in sides if side != "quay-geo"]
+        if not others:
+            rows = sides["quay-geo"].items()
+            tables.append(
+                f"{pair} (quay-geo alone)\n\n"
+                + "\n".join(f"| {k} | {_fmt(v['median'])} | {_span(v)} |" for k, v in rows)
+            )
+            continue
+        ours, theirs = sides["quay-geo"], sides[others[0]]
+        rows_both = [(m, others[0], ours[m], theirs[m]) for m in ours if m in theirs]
+        tables.append(f"{pair}\n\n{compare_table(rows_both, '')}")
+    return "\n\n".join(tables)
 
 
 if __name__ == "__main__":

@@ -266,11 +266,17 @@ def quay_setup(
 
 @contextmanager
 def quay(
-    env: dict[str, str], token: str, workers: int = 2, access_log: bool = False
+    env: dict[str, str],
+    token: str,
+    workers: int = 2,
+    access_log: bool = False,
+    preference: str = LOCATION,
 ) -> Iterator[Quay]:
     """Run quay-geo under gunicorn gthread as ``scripts/run.sh`` does; yield it.
 
-    ``access_log`` logs each request with its duration in microseconds (for diagnosis only).
+    ``access_log`` logs each request with its duration in microseconds (for diagnosis only);
+    ``preference`` is the process's ``QUAY_DISTRIBUTED_STORAGE_PREFERENCE`` (a region's web
+    process prefers its own location).
     """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -292,7 +298,7 @@ def quay(
     ]
     if access_log:
         args += ["--access-logfile", "-", "--access-logformat", "%(m)s %(U)s %(s)s %(D)sus"]
-    env = dict(env, QUAY_DISTRIBUTED_STORAGE_PREFERENCE=LOCATION)
+    env = dict(env, QUAY_DISTRIBUTED_STORAGE_PREFERENCE=preference)
     with running(args, STATE / "logs" / f"quay-{port}.log", f"{url}/v2/", env) as proc:
         yield Quay(url, proc.pid, "bench", token)
 

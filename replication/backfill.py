@@ -15,7 +15,10 @@ from .targets import blobs_missing_at, target_locations
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 2000
+#: Blobs per page: one keyset query, one INSERT and one commit each. 5,000 rather than 2,000
+#: planned 1,000,000 blobs in 44-54 s instead of 71-83 s (bench case 4), the per-page costs
+#: (query start, commit, messages) being paid 200 times instead of 500.
+DEFAULT_BATCH_SIZE = 5000
 
 
 @dataclass
