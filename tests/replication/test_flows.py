@@ -88,7 +88,12 @@ def test_by_default_a_copy_is_not_read_back_but_a_short_target_is_refused(
     target = location_engine(eu)
     real_write, real_read = target.write, target.read
     reads: list[str] = []
-    monkeypatch.setattr(target, "read", lambda key, **kw: reads.append(key) or real_read(key, **kw))
+
+    def counted_read(key: str, **kwargs: Any) -> Any:
+        reads.append(key)
+        return real_read(key, **kwargs)
+
+    monkeypatch.setattr(target, "read", counted_read)
 
     blob, _ = committed_blob(us)
     assert placement(blob, eu).state == PlacementState.PRESENT

@@ -276,7 +276,12 @@ def test_copy_with_a_known_size_asks_no_stat_and_a_missing_object_is_not_found(
     source.engine.write(key, io.BytesIO(data), size=len(data))
     stats: list[str] = []
     real_stat = source.engine.stat
-    monkeypatch.setattr(source.engine, "stat", lambda k: stats.append(k) or real_stat(k))
+
+    def counted_stat(k: str) -> object:
+        stats.append(k)
+        return real_stat(k)
+
+    monkeypatch.setattr(source.engine, "stat", counted_stat)
 
     result = source.engine.copy_to(key, target.engine, size=len(data))
 
