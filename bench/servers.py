@@ -4,6 +4,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -108,11 +109,16 @@ def _postgres() -> Iterator[str]:
     if not bindirs:
         raise RuntimeError("PostgreSQL is not installed (Debian package postgresql)")
     bindir = bindirs[-1].parent
-    data, port = fresh_dir(STATE / "pg"), free_port()
+    port = free_port()
     as_owner: list[str] = []
     if os.getuid() == 0:  # initdb and postgres refuse to run as root
+        # A directory of its own under the system temp dir: the postgres user must be able to
+        # reach it, and the state directory may sit below a root-only one (pytest's tmp_path).
+        data = Path(tempfile.mkdtemp(prefix="quay-geo-bench-pg-"))
         shutil.chown(data, "postgres")
         as_owner = ["runuser", "-u", "postgres", "--"]
+    else:
+        data = fresh_dir(STATE / "pg")
     init = [*as_owner, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]
     subprocess.run([*init, "-E", "UTF8"], check=True, capture_output=True, timeout=120)
     command = [*as_owner, str(bindir / "postgres"), "-D", str(data), "-p", str(port)]
@@ -125,6 +131,7 @@ def _postgres() -> Iterator[str]:
         yield f"postgres://postgres@127.0.0.1:{port}"
     finally:
         stop(server, timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @contextmanager
