@@ -13,7 +13,6 @@ from django.conf import settings
 from replication import health
 from replication.models import Blob, Placement, ServeMode, StorageLocation
 from replication.selectors import (
-    PreferenceError,
     location_engine,
     preference_of_instance,
     read_candidates,
@@ -71,11 +70,8 @@ def blob_source_open(
     a ``HEAD`` or a redirect keeps it for the next request (reconnecting cost more than the
     rest of such a request).
     """
-    try:
-        preference: list[StorageLocation] = preference_of_instance()
-    except PreferenceError:
-        preference = []
-    placements = read_candidates(blob, preference or None, present)
+    preference = preference_of_instance()  # a PreferenceError surfaces as it always did
+    placements = read_candidates(blob, preference, present)
     candidates = [(p.location, location_engine(p.location)) for p in placements]
     _own_copy_hurry(blob, [location for location, _ in candidates], preference)
     key = content_key(blob.digest)
