@@ -119,8 +119,14 @@ class StorageEngine(ABC):
 
     # --- May override: native fast paths ------------------------------------------------------
 
-    def write(self, key: str, stream: Readable, *, size: int | None = None) -> int:
-        """Write a whole object from a stream with memory bounded by a part; return its size."""
+    def write(
+        self, key: str, stream: Readable, *, size: int | None = None, md5: str | None = None
+    ) -> int:
+        """Write a whole object from a stream with memory bounded by a part; return its size.
+
+        ``md5``: the MD5 (hex) of the bytes, when the caller has it from the source store; an
+        engine whose store checks uploads by MD5 (Swift) sends it instead of hashing the bytes.
+        """
         state = self.upload_begin(upload_id=uuid.uuid4().hex, expected_size=size)
         try:
             with tempfile.SpooledTemporaryFile(max_size=state["part_size"]) as pending:
@@ -142,6 +148,9 @@ class StorageEngine(ABC):
         """Copy ``key`` (``size`` bytes) from ``source`` inside the backend and return True, or
         return False."""
         return False
+
+    def warm(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Build what first use would build (clients, sessions) without touching the network."""
 
     def _check_container(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Raise ContainerNotFound if the bucket or container is missing."""
@@ -288,12 +297,14 @@ class StorageEngine(ABC):
         *,
         target_key: str | None = None,
         size: int | None = None,
+        source_md5: bool = True,
     ) -> CopyResult:
         """Copy an object to another engine, server-side when both ends allow it.
 
         ``size``: the object's size when the caller knows it (replication knows every blob's),
         which saves asking the source; a missing object then fails the copy or the read with
-        ObjectNotFound instead of the stat.
+        ObjectNotFound instead of the stat. ``source_md5``: hand the target the MD5 the source
+        store gives for the object, if any (False: the target hashes what it needs itself).
         """
         target_key = target_key or key
         if size is None:
@@ -307,8 +318,10 @@ class StorageEngine(ABC):
             return CopyResult(method="server", size=size, sha256=None)
         with self.read(key) as stream:
             reader = HashingReader(stream)
-            target.write(target_key, reader, size=size)
-        return CopyResult(method="stream", size=reader.size, sha256=reader.hexdigest())
+            md5 = stream.md5 if source_md5 else None
+            written = target.write(target_key, reader, size=size, md5=md5)
+        # The size the target says it took; the digest is of what the source gave.
+        return CopyResult(method="stream", size=written, sha256=reader.hexdigest())
 
     def probe(self, *, timeout: float = 5.0) -> None:
         """Check the container exists and a small object can be written, read and deleted."""

@@ -333,7 +333,9 @@ class GCSEngine(StorageEngine):
             self._bucket().delete_blob(self._name(key), timeout=self.timeout, retry=self.retry)
 
     @_interop
-    def write(self, key: str, stream: Readable, *, size: int | None = None) -> int:
+    def write(
+        self, key: str, stream: Readable, *, size: int | None = None, md5: str | None = None
+    ) -> int:
         what = self._what("write", key)
         part = _read_up_to(stream, self.part_size)
         if 0 < len(part) < self.part_size:

@@ -14,6 +14,14 @@ def content_key(digest: str) -> str:
     return f"{algorithm}/{hexdigest[:2]}/{hexdigest}"
 
 
+def is_content_key(key: str) -> bool:
+    """Return whether ``key`` is a content key (its bytes, and so its size, never change)."""
+    algorithm, _, rest = key.partition("/")
+    pattern = _HEX.get(algorithm)
+    prefix, _, hexdigest = rest.partition("/")
+    return pattern is not None and bool(pattern.match(hexdigest)) and hexdigest[:2] == prefix
+
+
 def upload_key(upload_id: str, name: str) -> str:
     """Return the key of a staging object that belongs to one upload session."""
     if not re.match(r"^[A-Za-z0-9_-]+$", upload_id):

@@ -91,7 +91,9 @@ class LocalEngine(StorageEngine):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
-    def write(self, key: str, stream: Readable, *, size: int | None = None) -> int:
+    def write(
+        self, key: str, stream: Readable, *, size: int | None = None, md5: str | None = None
+    ) -> int:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         written = 0

@@ -38,6 +38,7 @@ from .errors import (
     StorageUnavailable,
     UploadSessionInvalid,
 )
+from .keys import is_content_key
 from .options import EngineOptionsForm, SecretField
 from .streams import CHUNK, ByteStream, Readable
 
@@ -210,6 +211,43 @@ def _manifest_delete(
 
 def _is_slo(headers: dict[str, str]) -> bool:
     return headers.get("x-static-large-object", "").lower() == "true"
+
+
+class _SizedBody:
+    """The body of a PUT with a Content-Length: exactly ``size`` bytes of a stream, MD5-hashed
+    on request.
+
+    A stream that fails or ends early raises StorageUnavailable: swiftclient would take an
+    OSError for a dropped connection and retry with a stream it cannot rewind, and a short body
+    would keep Swift waiting for the missing bytes until its timeout.
+    """
+
+    def __init__(self, source: Readable, size: int, what: str, *, hash_md5: bool) -> None:
+        self._source = source
+        self._size = size
+        self._what = what
+        self._md5 = hashlib.md5(usedforsecurity=False) if hash_md5 else None
+        self.sent = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        left = self._size - self.sent
+        if left <= 0:
+            return b""
+        try:
+            data = self._source.read(left if size is None or size < 0 else min(size, left))
+        except OSError as exc:
+            raise StorageUnavailable(f"reading the bytes of {self._what} failed: {exc}") from exc
+        if not data:
+            raise StorageUnavailable(
+                f"the bytes of {self._what} ended after {self.sent} of {self._size}"
+            )
+        if self._md5 is not None:
+            self._md5.update(data)
+        self.sent += len(data)
+        return data
+
+    def md5_hex(self) -> str | None:
+        return None if self._md5 is None else self._md5.hexdigest()
 
 
 class _Joined:
@@ -413,11 +451,18 @@ class SwiftEngine(StorageEngine):
             error = AccessDenied if denied else StorageUnavailable
             raise error(f"DELETE {name} in {self.location_id}: {status} {errors[:3]}")
 
-    def write(self, key: str, stream: Readable, *, size: int | None = None) -> int:
+    def write(
+        self, key: str, stream: Readable, *, size: int | None = None, md5: str | None = None
+    ) -> int:
         if size is not None and size > MAX_OBJECT:
             return super().write(key, stream, size=size)
         if size is not None:
-            return self._put_stream(self._name(key), stream)
+            # A content key holds one blob, so an SLO (which takes more than one part) can be
+            # there only if this size is above a part: a smaller one needs no HEAD for the
+            # segments a new object would orphan. (Left possible: segments of an SLO written
+            # when the part size was smaller, if the same blob is written again.)
+            fresh = is_content_key(key) and size <= self.part_size
+            return self._put_sized(self._name(key), stream, size, md5, fresh=fresh)
         # Unknown length: whatever outgrows one part may outgrow Swift's 5 GiB object limit,
         # so it goes to segments; a shorter stream is one PUT.
         with tempfile.SpooledTemporaryFile(max_size=self.part_size) as head:
@@ -426,7 +471,7 @@ class SwiftEngine(StorageEngine):
                 data = stream.read(min(CHUNK, self.part_size + 1 - buffered))
                 if not data:
                     head.seek(0)
-                    return self._put_stream(self._name(key), head)
+                    return self._put_sized(self._name(key), head, buffered, None, fresh=False)
                 head.write(data)
                 buffered += len(data)
             head.seek(0)
@@ -435,33 +480,36 @@ class SwiftEngine(StorageEngine):
     def write_small(self, key: str, data: IO[bytes], size: int) -> None:
         self._put_file(self._name(key), data, size)
 
-    def _put_stream(self, name: str, stream: Readable) -> int:
-        """Stream one object in a chunked PUT, check Swift's ETag and return the size."""
-        md5 = hashlib.md5(usedforsecurity=False)
-        sent = 0
+    def _put_sized(
+        self, name: str, stream: Readable, size: int, md5: str | None, *, fresh: bool
+    ) -> int:
+        """PUT ``size`` bytes read from ``stream`` as one object, checked by MD5; return the size.
 
-        def chunks() -> Iterator[bytes]:
-            nonlocal sent
-            while True:
-                try:
-                    chunk = stream.read(CHUNK)
-                except OSError as exc:
-                    # Else swiftclient takes it for a dropped connection and retries in vain.
-                    raise StorageUnavailable(f"reading the bytes of {name} failed: {exc}") from exc
-                if not chunk:
-                    return
-                md5.update(chunk)
-                sent += len(chunk)
-                yield chunk
-
-        superseded = self._superseded(name)
+        The body goes out with a Content-Length (chunked encoding copied every chunk once more).
+        With ``md5``, the MD5 the source store gave, Swift checks the body against it and
+        refuses a mismatch; without, the MD5 is computed on the way and compared with the ETag
+        Swift answers. Either way Swift's copy is checked without hashing it twice. ``fresh``:
+        no SLO can be at ``name``, so no HEAD looks for its segments first.
+        """
+        body = _SizedBody(stream, size, f"{name} in {self.location_id}", hash_md5=md5 is None)
+        superseded = [] if fresh else self._superseded(name)
         with self._errors(f"PUT {name}", missing=self._no_container()):
-            etag = self._connection().put_object(self.container, name, contents=chunks())
-        if etag != md5.hexdigest():
+            try:
+                etag = self._connection().put_object(
+                    self.container, name, contents=body, content_length=size, etag=md5
+                )
+            except swift.ClientException as exc:
+                if exc.http_status != 422:
+                    raise
+                raise StorageUnavailable(
+                    f"PUT {name} in {self.location_id}: Swift received other bytes than the "
+                    f"source's MD5 {md5} describes"
+                ) from exc
+        if etag != (md5 or body.md5_hex()):
             self._delete_plain(name)
             raise StorageUnavailable(f"PUT {name} in {self.location_id}: Swift stored other bytes")
         self._segments_delete(superseded)
-        return sent
+        return body.sent
 
     def _put_file(self, name: str, data: IO[bytes], size: int) -> str:
         """PUT ``size`` bytes of a seekable file (retried from its start) and return the ETag."""

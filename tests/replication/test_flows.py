@@ -65,7 +65,7 @@ def test_corrupted_target_bytes_never_become_present(
     target = location_engine(eu)
     real_write = target.write
 
-    def corrupting_write(key: str, stream: Any, *, size: int | None = None) -> int:
+    def corrupting_write(key: str, stream: Any, *, size: int | None = None, **_: Any) -> int:
         written = real_write(key, stream, size=size)
         real_write(key, io.BytesIO(b"X" * written), size=written)  # someone overwrote the bytes
         return written
@@ -99,7 +99,7 @@ def test_by_default_a_copy_is_not_read_back_but_a_short_target_is_refused(
     assert placement(blob, eu).state == PlacementState.PRESENT
     assert reads == [], "the default verification does not read the copy back"
 
-    def short_write(key: str, stream: Any, *, size: int | None = None) -> int:
+    def short_write(key: str, stream: Any, *, size: int | None = None, **_: Any) -> int:
         data = stream.read()
         return real_write(key, io.BytesIO(data[:-1]), size=len(data) - 1)
 
@@ -121,7 +121,7 @@ def test_transient_target_failure_retries_then_present(
     real_write = target.write
     outage = {"on": True}
 
-    def flaky_write(key: str, stream: Any, *, size: int | None = None) -> int:
+    def flaky_write(key: str, stream: Any, *, size: int | None = None, **_: Any) -> int:
         if outage["on"]:
             raise StorageUnavailable("connection refused")
         return real_write(key, stream, size=size)

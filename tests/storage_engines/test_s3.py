@@ -82,6 +82,23 @@ def test_copy_between_two_moto_servers_streams(make_engine: Factory) -> None:
     assert b"".join(target.engine.read(key)) == data
 
 
+def test_a_whole_read_carries_the_md5_of_a_single_part_object_only(make_engine: Factory) -> None:
+    subject = make_engine("s3")
+    engine = subject.engine
+    assert isinstance(engine, S3Engine)
+    engine.part_size = 5 * MiB
+    small, big = random_bytes(1000), random_bytes(11 * MiB)
+    small_key, big_key = put(subject, small), put(subject, big)  # big: a multipart upload
+
+    with engine.read(small_key) as stream:
+        assert stream.md5 == hashlib.md5(small, usedforsecurity=False).hexdigest()
+    with engine.read(small_key, offset=10) as stream:
+        assert stream.md5 is None, "a range is not the object"
+    with engine.read(big_key) as stream:
+        assert stream.md5 is None, "a multipart ETag is not an MD5"
+    assert "-" in etag(subject, big_key)
+
+
 def test_copy_above_copy_part_size_uses_parallel_upload_part_copy(make_engine: Factory) -> None:
     source, target = make_engine("s3"), make_engine("s3")
     assert isinstance(target.engine, S3Engine)
@@ -341,6 +358,20 @@ def test_server_side_encryption_applies_to_every_write_path(make_engine: Factory
     for key in ("streamed", "small", "session", "copied"):
         head = client.head_object(Bucket=plain.extra["bucket"], Key=key)
         assert head.get("ServerSideEncryption") == "AES256", key
+    with engine.read("small") as stream:  # SSE-S3 keeps the ETag an MD5 (KMS would not)
+        assert stream.md5 == hashlib.md5(b"small", usedforsecurity=False).hexdigest()
+
+
+def test_etag_md5_is_trusted_only_where_s3_documents_it() -> None:
+    from storage_engines.s3 import _etag_md5
+
+    md5 = "0123456789abcdef0123456789abcdef"
+    assert _etag_md5({"ETag": f'"{md5}"'}) == md5
+    assert _etag_md5({"ETag": f'"{md5}"', "ServerSideEncryption": "AES256"}) == md5
+    assert _etag_md5({"ETag": f'"{md5}"', "ServerSideEncryption": "aws:kms"}) is None
+    assert _etag_md5({"ETag": f'"{md5}"', "SSECustomerAlgorithm": "AES256"}) is None
+    assert _etag_md5({"ETag": f'"{md5}-3"'}) is None
+    assert _etag_md5({}) is None
 
 
 # --- options -------------------------------------------------------------------------------------

@@ -295,13 +295,57 @@ def test_a_failed_append_aborts_the_session_and_its_segments(
 def test_overwriting_an_slo_removes_the_old_segments(swift_subject: EngineUnderTest) -> None:
     engine = engine_of(swift_subject)
     engine.part_size = 1 * MiB
-    key = key_of(b"overwritten")
+    key = "manifests/overwritten"  # not a content key: its next object may be any size
     engine.write(key, io.BytesIO(random_bytes(3 * MiB)), size=None)
 
     engine.write(key, io.BytesIO(b"small now"), size=9)
 
     assert container_names(swift_subject.extra["container"]) == [f"registry/{key}"]
     assert read_bytes(engine, key) == b"small now"
+
+
+def test_a_content_key_up_to_one_part_is_put_without_a_head_and_checked_by_md5(
+    swift_subject: EngineUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = engine_of(swift_subject)
+    engine.part_size = 1 * MiB
+    heads: list[str] = []
+    real_head = engine._head
+
+    def counted_head(name: str) -> Any:
+        heads.append(name)
+        return real_head(name)
+
+    monkeypatch.setattr(engine, "_head", counted_head)
+    small, big = random_bytes(MiB), random_bytes(MiB + 1)
+
+    assert engine.write(key_of(small), io.BytesIO(small), size=len(small)) == len(small)
+    assert heads == [], "one part or less: no SLO can be at a content key"
+    assert engine.write(key_of(big), io.BytesIO(big), size=len(big)) == len(big)
+    assert heads == [f"registry/{key_of(big)}"], "above a part it may replace an SLO"
+
+    # An MD5 from the source is sent for Swift to check: right, the object lands; wrong, the
+    # PUT is refused as transient and nothing is left.
+    md5 = hashlib.md5(small, usedforsecurity=False).hexdigest()
+    other = random_bytes(1000)
+    with pytest.raises(StorageUnavailable, match="other bytes than the source's MD5"):
+        engine.write(key_of(other), io.BytesIO(other), size=len(other), md5=md5)
+    assert engine.stat(key_of(other)) is None
+    engine.delete(key_of(small))
+    assert engine.write(key_of(small), io.BytesIO(small), size=len(small), md5=md5) == len(small)
+    assert read_bytes(engine, key_of(small)) == small
+
+
+def test_a_stream_shorter_than_its_size_fails_at_once(swift_subject: EngineUnderTest) -> None:
+    engine = engine_of(swift_subject)
+    data = random_bytes(1000)
+    started = time.monotonic()
+
+    with pytest.raises(StorageUnavailable, match="ended after 1000 of 2000"):
+        engine.write(key_of(data), io.BytesIO(data), size=2000)
+
+    assert time.monotonic() - started < 10, "Swift was not left waiting for the missing bytes"
+    assert engine.stat(key_of(data)) is None
 
 
 def test_write_above_the_single_object_limit_uses_segments(
