@@ -78,3 +78,17 @@ def _check_preference(**kwargs: Any) -> None:
 
     malloc_tune()  # the pool processes fork from here and inherit it
     preference_check_at_start()
+
+
+@signals.worker_process_init.connect
+def _warm_engines(**kwargs: Any) -> None:
+    """Build the storage engines of a new pool process in the background.
+
+    In a thread: the pool gives a process a few seconds to report ready, and building boto3
+    clients in four processes at once on two cores can take that long.
+    """
+    import threading
+
+    from replication.selectors import engines_warm
+
+    threading.Thread(target=engines_warm, name="engines-warm", daemon=True).start()

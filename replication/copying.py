@@ -1,10 +1,13 @@
 """Replicate one placement: claim it, copy from the best source, verify, then mark it present."""
 
+import contextlib
 import hashlib
 import logging
 import random
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -61,14 +64,19 @@ def backoff_seconds(attempts: int) -> float:
     return delay * random.uniform(0.5, 1.0)
 
 
-def placement_claim(placement_id: int) -> tuple[Placement, int] | None:
+def placement_claim(
+    placement_id: int, known: Placement | None = None
+) -> tuple[Placement, int] | None:
     """Mark the placement ``copying`` under a lease; None if there is nothing to do.
 
     One ``UPDATE`` decides: only a placement that is pending, failed for a transient reason, or
     copying under an expired lease is taken. A concurrent claim of the same row waits for the
     other's statement and then finds the live lease (READ COMMITTED re-checks the condition), so
-    exactly one worker wins. Two statements in all, where a locked SELECT in a transaction took
-    four round trips per placement (bench case 2 profile).
+    exactly one worker wins.
+
+    ``known``: the row as a batch read it (with its blob and location). The claim then also
+    requires the attempts counter it saw, so one statement suffices: if the row moved since, the
+    claim starts over from the database.
     """
     now = timezone.now()
     claimable = (
@@ -77,26 +85,36 @@ def placement_claim(placement_id: int) -> tuple[Placement, int] | None:
         | Q(state=PlacementState.COPYING, lease_expires_at__isnull=True)
         | Q(state=PlacementState.COPYING, lease_expires_at__lte=now)
     )
-    taken = Placement.objects.filter(claimable, pk=placement_id).update(
+    rows = Placement.objects.filter(claimable, pk=placement_id)
+    if known is not None:
+        rows = rows.filter(attempts=known.attempts)
+    taken = rows.update(
         state=PlacementState.COPYING,
         attempts=F("attempts") + 1,
         lease_expires_at=now + timedelta(seconds=lease_seconds()),
         updated_at=now,
     )
     if not taken:
-        return None
+        return None if known is None else placement_claim(placement_id)
+    if known is not None:
+        known.state, known.attempts = PlacementState.COPYING, known.attempts + 1
+        return known, known.attempts
     placement = Placement.objects.select_related("blob", "location").get(pk=placement_id)
     return placement, placement.attempts
 
 
 class LeaseKeeper:
-    """Renew a placement's lease from a background thread while a long copy runs."""
+    """Renew the lease of the placement being copied, from one background thread.
 
-    def __init__(self, placement_id: int, token: int) -> None:
-        self._placement_id = placement_id
-        self._token = token
+    One keeper serves a whole batch: ``holding`` names the placement whose copy runs now, and
+    the thread renews that one every third of the lease. Renewing only matches the claim's token,
+    so a renewal that races the end of a copy changes nothing.
+    """
+
+    def __init__(self) -> None:
+        self._held: tuple[int, int] | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{placement_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
 
     def __enter__(self) -> "LeaseKeeper":
         self._thread.start()
@@ -106,57 +124,125 @@ class LeaseKeeper:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    @contextmanager
+    def holding(self, placement_id: int, token: int) -> Iterator[None]:
+        self._held = (placement_id, token)
+        try:
+            yield
+        finally:
+            self._held = None
+
     def _run(self) -> None:
         interval = max(1.0, lease_seconds() / 3)
         try:
             while not self._stop.wait(interval):
+                held = self._held
+                if held is None:
+                    continue
                 Placement.objects.filter(
-                    pk=self._placement_id, state=PlacementState.COPYING, attempts=self._token
+                    pk=held[0], state=PlacementState.COPYING, attempts=held[1]
                 ).update(lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds()))
         finally:
             close_old_connections()
 
 
-def sources_for(placement: Placement) -> list[StorageLocation]:
-    """Return the present locations of the blob, in this worker's preference order."""
-    present = set(
-        Placement.objects.filter(blob_id=placement.blob_id, state=PlacementState.PRESENT)
-        .exclude(location_id=placement.location_id)
-        .values_list("location_id", flat=True)
-    )
-    return [loc for loc in preference_of_instance() if loc.pk in present]
+@dataclass
+class BatchContext:
+    """What a batch read once for all its placements: rows, present copies, the preference."""
+
+    rows: dict[int, Placement]
+    present: dict[int, set[int]]  # blob id -> location pks holding a present copy
+    preference: list[StorageLocation]
+    lease: LeaseKeeper
+
+
+def sources_for(
+    placement: Placement,
+    present: set[int] | None = None,
+    preference: list[StorageLocation] | None = None,
+) -> list[StorageLocation]:
+    """Return the present locations of the blob, in this worker's preference order.
+
+    ``present`` and ``preference``: what a batch read at its start, instead of two queries per
+    placement. A copy that went away since fails this attempt as transient; the retry reads anew.
+    """
+    if present is None:
+        present = set(
+            Placement.objects.filter(
+                blob_id=placement.blob_id, state=PlacementState.PRESENT
+            ).values_list("location_id", flat=True)
+        )
+    if preference is None:
+        preference = preference_of_instance()
+    return [loc for loc in preference if loc.pk in present and loc.pk != placement.location_id]
 
 
 def copy_verified(
-    *, source: StorageEngine, target: StorageEngine, key: str, size: int, sha256: str
+    *,
+    source: StorageEngine,
+    target: StorageEngine,
+    key: str,
+    size: int,
+    sha256: str,
+    source_md5: bool = True,
 ) -> CopyResult:
-    """Copy ``key`` and check what the target holds; raise VerificationFailed on a mismatch.
+    """Copy ``key`` and check it; raise VerificationFailed on a mismatch.
 
-    Always: the SHA-256 of the bytes a streamed copy read from the source, and the target's size.
-    With ``QUAY_GEO_REPLICATION_VERIFY=readback`` also the SHA-256 of the whole target read back.
+    A streamed copy: the SHA-256 of the bytes read from the source must be the blob's, and the
+    target must have taken ``size`` bytes. A server-side copy is the store's own copy of bytes
+    verified at push; the store's success is its check (asking the target for its size after
+    every copy cost a request per blob: bench case 2). With ``QUAY_GEO_REPLICATION_VERIFY=
+    readback`` every copy is also stat'ed and read back whole, its SHA-256 compared.
+
+    ``source_md5``: let a target that checks MD5s (Swift) use the one the source store gives
+    (an S3 ETag) instead of hashing. Retries pass False: should a store's ETag not be the MD5 it
+    looks like, the target refuses the copy once, and the retry hashes the bytes itself.
     """
-    result = source.copy_to(key, target, size=size)
-    if result.method == "stream" and result.sha256 != sha256:
-        raise VerificationFailed(f"source bytes of {key} do not match the blob's SHA-256")
+    result = source.copy_to(key, target, size=size, source_md5=source_md5)
+    if result.method == "stream":
+        if result.sha256 != sha256:
+            raise VerificationFailed(f"source bytes of {key} do not match the blob's SHA-256")
+        if result.size != size:
+            raise VerificationFailed(
+                f"{target.location_id} took {result.size} bytes, expected {size}"
+            )
+    if getattr(settings, "QUAY_GEO_REPLICATION_VERIFY", "stream") != "readback":
+        return result
     found = target.stat(key)
     if found is None or found.size != size:
         raise VerificationFailed(
             f"{target.location_id} holds {None if found is None else found.size} bytes, "
             f"expected {size}"
         )
-    if getattr(settings, "QUAY_GEO_REPLICATION_VERIFY", "stream") == "readback":
-        digest = hashlib.sha256()
-        with target.read(key) as stream:
-            for chunk in stream:
-                digest.update(chunk)
-        if digest.hexdigest() != sha256:
-            raise VerificationFailed(f"bytes read back from {target.location_id} differ")
+    digest = hashlib.sha256()
+    with target.read(key) as stream:
+        for chunk in stream:
+            digest.update(chunk)
+    if digest.hexdigest() != sha256:
+        raise VerificationFailed(f"bytes read back from {target.location_id} differ")
     return result
 
 
-def blob_replicate(*, placement_id: int) -> Outcome:
-    """Run the replication of one placement once; the caller retries on ``retry``."""
-    claimed = placement_claim(placement_id)
+def batch_read(placement_ids: list[int], lease: LeaseKeeper) -> BatchContext:
+    """Read the rows of a batch, their blobs' present copies and the preference: three queries."""
+    rows = Placement.objects.select_related("blob", "location").in_bulk(placement_ids)
+    present: dict[int, set[int]] = {}
+    blob_ids = {row.blob_id for row in rows.values()}
+    for blob_id, location_pk in Placement.objects.filter(
+        blob_id__in=blob_ids, state=PlacementState.PRESENT
+    ).values_list("blob_id", "location_id"):
+        present.setdefault(blob_id, set()).add(location_pk)
+    return BatchContext(rows, present, preference_of_instance(), lease)
+
+
+def blob_replicate(*, placement_id: int, batch: BatchContext | None = None) -> Outcome:
+    """Run the replication of one placement once; the caller retries on ``retry``.
+
+    ``batch``: what ``replicate_batch`` read for all its placements; per placement there are
+    then two statements (the claim and the result) around the copy.
+    """
+    known = batch.rows.get(placement_id) if batch is not None else None
+    claimed = placement_claim(placement_id, known)
     if claimed is None:
         return Outcome("skipped")
     placement, token = claimed
@@ -165,11 +251,16 @@ def blob_replicate(*, placement_id: int) -> Outcome:
     started = time.monotonic()
     try:
         target = location_engine(target_location)
-        sources = sources_for(placement)
+        if batch is not None and placement is known:
+            sources = sources_for(placement, batch.present.get(blob.pk, set()), batch.preference)
+        else:
+            sources = sources_for(placement)
         if not sources:
             raise NoSource(f"no location holds a present copy of {blob.digest}")
         result, last_error = None, None
-        with LeaseKeeper(placement.pk, token):
+        with contextlib.ExitStack() as stack:
+            lease = batch.lease if batch is not None else stack.enter_context(LeaseKeeper())
+            stack.enter_context(lease.holding(placement.pk, token))
             for source_location in sources:
                 if not health.location_healthy(source_location.location_id):
                     continue
@@ -180,6 +271,7 @@ def blob_replicate(*, placement_id: int) -> Outcome:
                         key=key,
                         size=blob.size,
                         sha256=blob.sha256,
+                        source_md5=token == 1,
                     )
                     break
                 except StorageError as exc:  # another source may still work
@@ -196,21 +288,24 @@ def blob_replicate(*, placement_id: int) -> Outcome:
         return _finish_failed(placement, token, str(exc), permanent=False)
     except (StorageError, OSError) as exc:
         return _finish_failed(placement, token, str(exc), permanent=False)
+    now = timezone.now()
     updated = Placement.objects.filter(
         pk=placement.pk, state=PlacementState.COPYING, attempts=token
     ).update(
         state=PlacementState.PRESENT,
-        verified_at=timezone.now(),
+        verified_at=now,
         lease_expires_at=None,
         next_attempt_at=None,
         last_error="",
         error_permanent=False,
         copy_method=result.method,
         copy_seconds=time.monotonic() - started,
-        updated_at=timezone.now(),
+        updated_at=now,
     )
     if not updated:
         return Outcome("skipped", "lease lost to another worker")
+    if batch is not None:
+        batch.present.setdefault(blob.pk, set()).add(target_location.pk)
     logger.info(
         "replicated %s to %s (%s, %s bytes)", blob.digest, target_location, result.method, blob.size
     )

@@ -90,6 +90,27 @@ def location_engine(location: StorageLocation) -> StorageEngine:
     return engine
 
 
+def engines_warm() -> None:
+    """Build the engine of every configured location now, so that no copy waits for it.
+
+    A worker pool process calls this from a thread of its own as it starts
+    (``quay_geo/celery.py``); the thread's database connection is closed at the end. Failures
+    are logged: a location that cannot build its engine fails its copies with the reason instead.
+    """
+    from django.db import connections
+
+    try:
+        for location in config_current().locations:
+            try:
+                location_engine(location).warm()
+            except Exception:
+                logger.exception("could not prepare the engine of %s", location.location_id)
+    except Exception:
+        logger.exception("could not read the storage locations to prepare their engines")
+    finally:
+        connections.close_all()
+
+
 def preference_of_instance(config: LocationConfig | None = None) -> list[StorageLocation]:
     """Return every location, this instance's preferred ones first, then the stored order."""
     config = config or config_current()

@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import current_app, shared_task
 
-from .copying import blob_replicate
+from .copying import BatchContext, LeaseKeeper, batch_read, blob_replicate
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def replicate_batch_send(
     )
 
 
-def _replicate_one(placement_id: int) -> str:
-    outcome = blob_replicate(placement_id=placement_id)
+def _replicate_one(placement_id: int, batch: BatchContext | None = None) -> str:
+    outcome = blob_replicate(placement_id=placement_id, batch=batch)
     if outcome.status == "retry" and outcome.retry_in is not None:
         from .models import Placement
 
@@ -75,13 +75,16 @@ def replicate_blob(placement_id: int) -> str:
 def replicate_batch(placement_ids: list[int]) -> dict[str, int]:
     """Replicate placements of one backfill batch in turn (one message, many copies).
 
-    Each placement is claimed only when its turn comes, so a worker that dies mid-batch leaves
+    The rows, their blobs' present copies and the preference are read once for the batch; each
+    placement is still claimed only when its turn comes, so a worker that dies mid-batch leaves
     the rest ``pending`` for the reconciler, and other workers are never kept waiting.
     """
     counts: dict[str, int] = {}
-    for placement_id in placement_ids:
-        status = _replicate_one(placement_id)
-        counts[status] = counts.get(status, 0) + 1
+    with LeaseKeeper() as lease:
+        batch = batch_read(placement_ids, lease)
+        for placement_id in placement_ids:
+            status = _replicate_one(placement_id, batch)
+            counts[status] = counts.get(status, 0) + 1
     return counts
 
 
