@@ -222,25 +222,38 @@ def _tasks_send(
     """Send the tasks of placements of one location; unmark what could not be sent."""
     from .tasks import replicate_batch_send, replicate_blob_send, task_producer
 
-    sent = 0
+    sent: set[int] = set()
     try:
         with task_producer() as producer:
             if batched:
-                for chunk in _batches(ids, sizes):
+                for chunk in _by_weight(list(_batches(ids, sizes)), sizes):
                     replicate_batch_send(chunk, location_id, producer=producer)
-                    sent += len(chunk)
+                    sent.update(chunk)
             else:
                 for placement_id in ids:
                     replicate_blob_send(
                         placement_id, location_id, priority=priority, producer=producer
                     )
-                    sent += 1
+                    sent.add(placement_id)
     except Exception:
         # A broker outage must not fail the push: the reconciler sends these later.
+        unsent = [placement_id for placement_id in ids if placement_id not in sent]
         logger.exception(
-            "broker unavailable: %s replication task(s) left for the reconciler", len(ids) - sent
+            "broker unavailable: %s replication task(s) left for the reconciler", len(unsent)
         )
-        Placement.objects.filter(pk__in=ids[sent:]).update(enqueued_at=None)
+        Placement.objects.filter(pk__in=unsent).update(enqueued_at=None)
+
+
+def _by_weight(chunks: list[list[int]], sizes: dict[int, int] | None) -> list[list[int]]:
+    """Order messages by their bytes, heaviest first (stable among equals).
+
+    Longest first is the classic way to finish a set of jobs early on a few workers: a big blob
+    copied last keeps one process busy after the rest are done (bench case 2: the second
+    256 MiB blob of 202 started at 4.5 s of 7.7 s when messages went out in blob order).
+    """
+    if not sizes:
+        return chunks
+    return sorted(chunks, key=lambda chunk: -sum(sizes.get(pk, 0) for pk in chunk))
 
 
 def placement_retry(*, placement_ids: Iterable[int]) -> int:

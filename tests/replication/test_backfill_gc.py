@@ -260,3 +260,29 @@ def test_removelocation_replicate_first_copies_sole_copies_then_removes(
     assert not StorageLocation.objects.filter(location_id="us_mem").exists()
     assert Placement.objects.get(blob=blob, location=eu).state == PlacementState.PRESENT
     assert b"".join(location_engine(eu).read(content_key(blob.digest))) == data
+
+
+def test_batch_messages_go_out_heaviest_first(
+    us_only: StorageLocation,
+    committed_blob: MakeBlob,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sizes = [1000] * 40
+    sizes[30] = 64 * 1024  # a big blob late in blob order
+    blobs = [committed_blob(us_only, size=size)[0] for size in sizes]
+    location_create(location_id="eu_mem", kind="memory", options={}, replicate_by_default=True)
+    sent: list[list[int]] = []
+    monkeypatch.setattr(
+        "replication.tasks.replicate_batch_send",
+        lambda ids, location_id, producer=None: sent.append(list(ids)),
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        run("backfillreplication")
+
+    big = Placement.objects.get(blob=blobs[30], location__location_id="eu_mem").pk
+    assert big in sent[0], "the message with the big blob is copied first"
+    rest = [pk for ids in sent[1:] for pk in ids]
+    assert rest == sorted(rest), "the others keep blob order"
+    assert len(sent) == 14, "40 placements in messages of up to 3 (BATCH_SPREAD)"
