@@ -273,6 +273,10 @@ class TcpProxy:
     def stop(self) -> None:
         """Refuse new connections and cut the open ones."""
         if self._server is not None:
+            # close() alone leaves the socket listening while the accept thread is blocked in
+            # accept(): the next connection still got through. shutdown() wakes it up.
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)
             self._server.close()
             self._server = None
         for conn in self._connections:
