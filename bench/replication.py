@@ -136,7 +136,7 @@ def seed(location_id):
 
 def replicate(location_id, expected, timeout):
     placements = Placement.objects.filter(location__location_id=location_id)
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), timezone.now()
     call_command("backfillreplication", stdout=io.StringIO())
     enqueue_s = time.perf_counter() - started
     while True:
@@ -156,8 +156,14 @@ def replicate(location_id, expected, timeout):
     methods = {r["copy_method"]: r["n"]
                for r in placements.values("copy_method").annotate(n=Count("pk"))}
     attempts = placements.aggregate(n=Sum("attempts"))["n"]
+    # When copies ended (from the start) and how long they took: utilisation of the workers.
+    ends = sorted((at - started_at).total_seconds()
+                  for at in placements.values_list("verified_at", flat=True))
+    copy_s = placements.aggregate(s=Sum("copy_seconds"))["s"]
     print(json.dumps({"seconds": seconds, "enqueue_s": enqueue_s, "methods": methods,
-                      "present": states.get(PlacementState.PRESENT, 0), "attempts": attempts}))
+                      "present": states.get(PlacementState.PRESENT, 0), "attempts": attempts,
+                      "first_done_s": ends[0], "median_done_s": ends[len(ends) // 2],
+                      "last_done_s": ends[-1], "copy_s_sum": copy_s}))
 
 if sys.argv[1] == "seed":
     seed(sys.argv[2])
@@ -267,6 +273,12 @@ def quay_side(pair: Pair, source_bucket: str, blobs: list[Blob]) -> dict[str, fl
         "rss_mb": rss.peak / 1e6,
         "server_side_share": got["methods"].get("server", 0) / len(blobs),
         "enqueue_s": got["enqueue_s"],
+        "first_done_s": got["first_done_s"],
+        "median_done_s": got["median_done_s"],
+        "last_done_s": got["last_done_s"],
+        # Time spent copying, summed over placements: divided by the time and the worker's
+        # concurrency, how busy its processes were.
+        "copy_s_sum": got["copy_s_sum"],
         # Copy attempts beyond the first, over every placement (transient failures retried).
         "retries": float(got["attempts"] - len(blobs)),
     }
@@ -408,9 +420,22 @@ def tables(result: dict[str, Any]) -> str:
         parts.append(
             f"### {pair}\n\n{compare_table(rows, '')}\n\nretries (median): quay-geo "
             f"{ours['retries']['median']:g} copy attempts beyond the first, rclone "
-            f"{theirs['retries']['median']:g} whole-copy attempts beyond the first"
+            f"{theirs['retries']['median']:g} whole-copy attempts beyond the first\n\n"
+            f"{timeline(ours)}"
         )
     return "\n\n".join(parts)
+
+
+def timeline(ours: dict[str, Any]) -> str:
+    """Say when quay-geo's copies ended and how busy its worker processes were (medians)."""
+    med = {k: v["median"] for k, v in ours.items()}
+    busy = med["copy_s_sum"] / (med["seconds"] * CONCURRENCY)
+    return (
+        f"quay-geo (medians): backfillreplication returned after {med['enqueue_s']:.2f} s; "
+        f"first copy present at {med['first_done_s']:.2f} s, half at "
+        f"{med['median_done_s']:.1f} s, last at {med['last_done_s']:.1f} s; the {CONCURRENCY} "
+        f"worker processes spent {busy:.0%} of the time copying"
+    )
 
 
 def run(*, quick: bool, runs: int) -> dict[str, Any]:
