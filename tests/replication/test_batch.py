@@ -28,6 +28,18 @@ def eu_placements(blobs: list[Blob], eu: StorageLocation) -> list[int]:
     return [Placement.objects.get(blob=blob, location=eu).pk for blob in blobs]
 
 
+def after_batch_read(monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[], object]) -> None:
+    """Make ``meanwhile`` happen between a batch's read and its first claim."""
+    real_read = copying.batch_read
+
+    def read_then(placement_ids: list[int], lease: LeaseKeeper) -> copying.BatchContext:
+        batch = real_read(placement_ids, lease)
+        meanwhile()
+        return batch
+
+    monkeypatch.setattr("replication.tasks.batch_read", read_then)
+
+
 @pytest.mark.django_db
 def test_a_batch_costs_two_statements_per_placement(
     regions: Regions, committed_blob: MakeBlob
@@ -57,14 +69,7 @@ def test_a_placement_taken_after_the_batch_read_is_skipped(
     us, eu = regions
     blobs = [committed_blob(us, run_tasks=False)[0] for _ in range(3)]
     ids = eu_placements(blobs, eu)
-    real_read = copying.batch_read
-
-    def read_then_lose_one(placement_ids: list[int], lease: LeaseKeeper) -> Any:
-        batch = real_read(placement_ids, lease)
-        assert placement_claim(ids[1]) is not None  # another worker holds it now
-        return batch
-
-    monkeypatch.setattr("replication.tasks.batch_read", read_then_lose_one)
+    after_batch_read(monkeypatch, lambda: placement_claim(ids[1]))  # another worker takes it
 
     assert replicate_batch(ids) == {"present": 2, "skipped": 1}
     taken = Placement.objects.get(pk=ids[1])
@@ -79,15 +84,11 @@ def test_a_placement_that_moved_after_the_batch_read_is_claimed_from_the_databas
     us, eu = regions
     blobs = [committed_blob(us, run_tasks=False)[0] for _ in range(2)]
     ids = eu_placements(blobs, eu)
-    real_read = copying.batch_read
-
-    def read_then_fail_one(placement_ids: list[int], lease: LeaseKeeper) -> Any:
-        batch = real_read(placement_ids, lease)
-        # An earlier attempt failed meanwhile: still claimable, but not the row the batch read.
-        Placement.objects.filter(pk=ids[0]).update(state=PlacementState.FAILED, attempts=3)
-        return batch
-
-    monkeypatch.setattr("replication.tasks.batch_read", read_then_fail_one)
+    # An earlier attempt failed meanwhile: still claimable, but not the row the batch read.
+    after_batch_read(
+        monkeypatch,
+        lambda: Placement.objects.filter(pk=ids[0]).update(state=PlacementState.FAILED, attempts=3),
+    )
 
     assert replicate_batch(ids) == {"present": 2}
     moved = Placement.objects.get(pk=ids[0])
@@ -102,15 +103,8 @@ def test_a_source_gone_since_the_batch_read_fails_the_placement_as_transient(
     us, eu = regions
     blob, _ = committed_blob(us, run_tasks=False)
     ids = eu_placements([blob], eu)
-    real_read = copying.batch_read
     monkeypatch.setattr("replication.tasks.replicate_blob_send", lambda *a, **k: None)
-
-    def read_then_lose_source(placement_ids: list[int], lease: LeaseKeeper) -> Any:
-        batch = real_read(placement_ids, lease)
-        location_engine(us).delete(content_key(blob.digest))
-        return batch
-
-    monkeypatch.setattr("replication.tasks.batch_read", read_then_lose_source)
+    after_batch_read(monkeypatch, lambda: location_engine(us).delete(content_key(blob.digest)))
 
     assert replicate_batch(ids) == {"retry": 1}
     failed = Placement.objects.get(pk=ids[0])
