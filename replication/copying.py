@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connections
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -143,7 +143,7 @@ class LeaseKeeper:
                     pk=held[0], state=PlacementState.COPYING, attempts=held[1]
                 ).update(lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds()))
         finally:
-            close_old_connections()
+            connections.close_all()  # this thread's own connection, not left to the collector
 
 
 @dataclass
