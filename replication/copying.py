@@ -304,8 +304,6 @@ def blob_replicate(*, placement_id: int, batch: BatchContext | None = None) -> O
     )
     if not updated:
         return Outcome("skipped", "lease lost to another worker")
-    if batch is not None:
-        batch.present.setdefault(blob.pk, set()).add(target_location.pk)
     logger.info(
         "replicated %s to %s (%s, %s bytes)", blob.digest, target_location, result.method, blob.size
     )

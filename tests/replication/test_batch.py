@@ -28,6 +28,15 @@ def eu_placements(blobs: list[Blob], eu: StorageLocation) -> list[int]:
     return [Placement.objects.get(blob=blob, location=eu).pk for blob in blobs]
 
 
+def pending_copies(
+    regions: Regions, committed_blob: MakeBlob, count: int
+) -> tuple[list[Blob], list[int]]:
+    """Commit ``count`` blobs in us without running their tasks; return them and their eu ids."""
+    us, eu = regions
+    blobs = [committed_blob(us, run_tasks=False)[0] for _ in range(count)]
+    return blobs, eu_placements(blobs, eu)
+
+
 def after_batch_read(monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[], object]) -> None:
     """Make ``meanwhile`` happen between a batch's read and its first claim."""
     real_read = copying.batch_read
@@ -44,9 +53,7 @@ def after_batch_read(monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[], ob
 def test_a_batch_costs_two_statements_per_placement(
     regions: Regions, committed_blob: MakeBlob
 ) -> None:
-    us, eu = regions
-    blobs = [committed_blob(us, run_tasks=False)[0] for _ in range(5)]
-    ids = eu_placements(blobs, eu)
+    blobs, ids = pending_copies(regions, committed_blob, 5)
     config_current()  # a worker has read the configuration before; its version is checked
 
     with CaptureQueriesContext(connection) as queries:
@@ -54,7 +61,7 @@ def test_a_batch_costs_two_statements_per_placement(
 
     assert counts == {"present": 5}
     for blob in blobs:
-        assert b"".join(location_engine(eu).read(content_key(blob.digest)))
+        assert b"".join(location_engine(regions[1]).read(content_key(blob.digest)))
     statements = [q["sql"].split()[0] for q in queries.captured_queries]
     # The batch's read: its rows, their present copies, the configuration version. Then per
     # placement the claim and the result, both UPDATEs (the copy itself asks the database nothing).
@@ -66,9 +73,7 @@ def test_a_batch_costs_two_statements_per_placement(
 def test_a_placement_taken_after_the_batch_read_is_skipped(
     regions: Regions, committed_blob: MakeBlob, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    us, eu = regions
-    blobs = [committed_blob(us, run_tasks=False)[0] for _ in range(3)]
-    ids = eu_placements(blobs, eu)
+    _, ids = pending_copies(regions, committed_blob, 3)
     after_batch_read(monkeypatch, lambda: placement_claim(ids[1]))  # another worker takes it
 
     assert replicate_batch(ids) == {"present": 2, "skipped": 1}
@@ -81,9 +86,7 @@ def test_a_placement_taken_after_the_batch_read_is_skipped(
 def test_a_placement_that_moved_after_the_batch_read_is_claimed_from_the_database(
     regions: Regions, committed_blob: MakeBlob, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    us, eu = regions
-    blobs = [committed_blob(us, run_tasks=False)[0] for _ in range(2)]
-    ids = eu_placements(blobs, eu)
+    _, ids = pending_copies(regions, committed_blob, 2)
     # An earlier attempt failed meanwhile: still claimable, but not the row the batch read.
     after_batch_read(
         monkeypatch,
