@@ -32,10 +32,9 @@ For diagnosis, ``QUAY_GEO_BENCH_PAIRS=s3-s3-same,...`` runs only those pairs and
 ``QUAY_GEO_BENCH_SPY=PREFIX`` records the worker with py-spy into ``PREFIX-<pair>.txt``.
 
 Known limits of the peers here:
-- rclone 1.60 against gcp-storage-emulator copies objects up to its 16 MiB upload chunk, but
-  fails on larger ones ("unexpected 308": its Go client asks for ``X-Guploader-No-308`` and the
-  emulator answers a real 308). The full S3->GCS pair then reports quay-geo alone and says why
-  (``params.rclone_unsupported``); the small blobs of ``--quick`` copy on both sides.
+- rclone's GCS client sends its upload chunks (objects over 16 MiB) with ``X-GUploader-No-308``;
+  the emulator alone answers a real 308, which rclone refuses. ``scripts/gcs_emulator.py`` (how
+  ``scripts/test-servers.sh`` runs the emulator) answers as GCS does.
 - moto answers CompleteMultipartUpload on an unversioned bucket with ``x-amz-version-id: null``;
   rclone then HEADs ``?versionId=null``, gets a 400 and runs the whole copy again (the second
   attempt finds every object in place). With a moto target and the 256 MiB blobs (above rclone's
@@ -103,10 +102,6 @@ class Blob:
     @property
     def key(self) -> str:
         return content_key(f"sha256:{self.sha256}")
-
-
-class PeerUnsupported(Exception):
-    """rclone cannot do this pair at all here (said in the output; its figures stay empty)."""
 
 
 # The Django side runs in a subprocess with the case's environment: the bench process has no
@@ -336,12 +331,6 @@ def rclone_side(pair: Pair, source_bucket: str, blobs: list[Blob], run: int) -> 
             seconds = time.perf_counter() - started
         text = log.read_text(errors="replace")
         if process.returncode != 0:
-            if "unexpected 308 response status code" in text:
-                raise PeerUnsupported(
-                    "rclone 1.60's GCS client sends resumable uploads (objects over its 16 MiB "
-                    "chunk) with 'X-Guploader-No-308: yes' and fails on the real 308 that "
-                    "gcp-storage-emulator answers ('unexpected 308 response status code')"
-                )
             raise RuntimeError(f"rclone {pair.name} failed ({process.returncode}):\n{text[-3000:]}")
         landed_check(pair.target, target_bucket, blobs, "rclone")
     finally:
@@ -357,9 +346,7 @@ def rclone_side(pair: Pair, source_bucket: str, blobs: list[Blob], run: int) -> 
     }
 
 
-def one_run(
-    pair: Pair, run: int, runs: int, quick: bool, unsupported: dict[str, str]
-) -> dict[str, dict[str, float]]:
+def one_run(pair: Pair, run: int, runs: int, quick: bool) -> dict[str, dict[str, float]]:
     """Fill a fresh source bucket, run both sides (order alternating by run); return metrics."""
     source_bucket = pair.source.bucket_create("src")
     out: dict[str, dict[str, float]] = {}
@@ -367,18 +354,11 @@ def one_run(
         blobs = source_fill(pair.source, source_bucket, workload(quick))
         order = SIDES if run % 2 == 0 else SIDES[::-1]
         for side in order:
-            if side == "rclone" and pair.name in unsupported:
-                continue
-            try:
-                got = (
-                    quay_side(pair, source_bucket, blobs)
-                    if side == "quay-geo"
-                    else rclone_side(pair, source_bucket, blobs, run)
-                )
-            except PeerUnsupported as exc:
-                unsupported[pair.name] = str(exc)
-                print(f"  {pair.name}: rclone cannot do this pair here: {exc}", flush=True)
-                continue
+            got = (
+                quay_side(pair, source_bucket, blobs)
+                if side == "quay-geo"
+                else rclone_side(pair, source_bucket, blobs, run)
+            )
             out[side] = got
             print(
                 f"  {pair.name} run {run + 1}/{runs} {side}: "
@@ -396,25 +376,14 @@ def rclone_version() -> str:
 
 
 def tables(result: dict[str, Any]) -> str:
-    """Render one Markdown table per pair (quay-geo alone where rclone could not run)."""
+    """Render one Markdown table per pair."""
     parts = []
     for pair, sides in result["summary"].items():
-        ours, theirs = sides["quay-geo"], sides.get("rclone")
+        ours, theirs = sides["quay-geo"], sides["rclone"]
         mib = {
             name: {k: v / MiB if k != "n" else v for k, v in stats["bytes_per_s"].items()}
             for name, stats in sides.items()
         }
-        if theirs is None:
-            reason = result["params"]["rclone_unsupported"].get(pair, "")
-            lines = "\n".join(
-                f"| {m} | {ours[m]['median']:.3g} | {ours[m]['min']:.3g} to {ours[m]['max']:.3g} |"
-                for m in ours
-            )
-            parts.append(
-                f"### {pair} (quay-geo alone: {reason})\n\n| metric | median | min to max |\n"
-                f"|---|---|---|\n{lines}\n| MiB/s | {mib['quay-geo']['median']:.3g} | |"
-            )
-            continue
         rows = [(m, PEER, ours[m], theirs[m]) for m in ("seconds", "rss_mb", "server_side_share")]
         rows.insert(1, ("MiB_per_s", PEER, mib["quay-geo"], mib["rclone"]))
         parts.append(
@@ -446,16 +415,13 @@ def run(*, quick: bool, runs: int) -> dict[str, Any]:
         pairs = [pair for pair in pairs if pair.name in only.split(",")]
     servers = list(dict.fromkeys(s.server for pair in pairs for s in (pair.source, pair.target)))
     samples: dict[str, dict[str, dict[str, list[float]]]] = {}
-    unsupported: dict[str, str] = {}
     with test_servers(*servers):
         for pair in pairs:
             per_side = samples.setdefault(pair.name, {side: {} for side in SIDES})
             for index in range(runs):
-                for side, got in one_run(pair, index, runs, quick, unsupported).items():
+                for side, got in one_run(pair, index, runs, quick).items():
                     for key, value in got.items():
                         per_side[side].setdefault(key, []).append(value)
-            if not per_side["rclone"]:
-                del per_side["rclone"]
     sizes = workload(quick)
     result: dict[str, Any] = {
         "params": {
@@ -480,7 +446,6 @@ def run(*, quick: bool, runs: int) -> dict[str, Any]:
             "order": "A B / B A across runs, A = quay-geo on even runs",
             "retries": "quay-geo: placement copy attempts beyond the first (transient failures); "
             "rclone: whole-copy attempts beyond the first ('Attempt 1/3 failed')",
-            "rclone_unsupported": unsupported,
         },
         "samples": samples,
         "summary": {
@@ -491,7 +456,6 @@ def run(*, quick: bool, runs: int) -> dict[str, Any]:
     result["ratio_seconds"] = {
         pair: s["quay-geo"]["seconds"]["median"] / s["rclone"]["seconds"]["median"]
         for pair, s in result["summary"].items()
-        if "rclone" in s
     }
     path = save("replication", result)
     print(tables(result))

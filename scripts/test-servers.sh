@@ -14,7 +14,8 @@
 #
 # SERVER is one of:
 #   moto      moto_server S3 "region A" :5000 and "region B" :5002 (keys testing/testing)
-#   gcs       gcp-storage-emulator :9023 and :9024 (in memory, anonymous)
+#   gcs       gcp-storage-emulator :9023 and :9024 (in memory, anonymous; through
+#             scripts/gcs_emulator.py, which answers X-GUploader-No-308 as GCS does)
 #   swift     OpenStack Swift all-in-one, tempauth, proxy :8080 (account/container/object
 #             :6202/:6201/:6200, memcached :11211); users test:tester/testing, test2:tester2/testing2
 #   ceph      single-node Ceph (mon :3300/:6789, 1 bluestore OSD, no mgr) + radosgw :7480;
@@ -213,10 +214,10 @@ start_moto() {
 
 # ------------------------------------------------------------------ GCS emulator
 start_gcs() {
-    local bin="$VENV/bin/gcp-storage-emulator"
-    [ -x "$bin" ] || fail gcs-a "$bin not found (run scripts/install-deps.sh or set QUAY_GEO_VENV)"
-    spawn gcs-a gcp-storage-emulator "$SR/gcs" "$bin" start -H 127.0.0.1 --port 9023 --in-memory
-    spawn gcs-b gcp-storage-emulator "$SR/gcs" "$bin" start -H 127.0.0.1 --port 9024 --in-memory
+    local py="$VENV/bin/python" launcher="$REPO_ROOT/scripts/gcs_emulator.py"
+    [ -x "$VENV/bin/gcp-storage-emulator" ] || fail gcs-a "gcp-storage-emulator not in $VENV (run scripts/install-deps.sh or set QUAY_GEO_VENV)"
+    spawn gcs-a gcs_emulator.py "$SR/gcs" "$py" "$launcher" start -H 127.0.0.1 --port 9023 --in-memory
+    spawn gcs-b gcs_emulator.py "$SR/gcs" "$py" "$launcher" start -H 127.0.0.1 --port 9024 --in-memory
     await_http gcs-a http://127.0.0.1:9023/
     ready gcs-a http://127.0.0.1:9023
     await_http gcs-b http://127.0.0.1:9024/

@@ -397,3 +397,33 @@ def test_hmac_engine_does_not_rewrite_from_a_json_api_engine(
     result = source.engine.copy_to(key_of(data), hmac_engine())
 
     assert result.method == "stream"
+
+
+@pytest.mark.parametrize("no_308", [False, True])
+def test_the_test_emulator_answers_an_unfinished_chunk_as_gcs_does(no_308: bool) -> None:
+    """scripts/gcs_emulator.py: 308 by default; 200 + override header for ``X-GUploader-No-308``.
+
+    rclone (Go) asks for the second form; case 2 of the benchmarks copies through it.
+    """
+    bucket = servers.new_gcs_bucket(servers.GCS)
+    start = requests.post(
+        f"{servers.GCS}/upload/storage/v1/b/{bucket}/o",
+        params={"uploadType": "resumable", "name": "chunked"},
+        json={},
+        timeout=10,
+    )
+    start.raise_for_status()
+    session = start.headers["Location"]
+    asked = {"X-GUploader-No-308": "yes"} if no_308 else {}
+
+    def chunk(content_range: str, body: bytes) -> requests.Response:
+        headers = {"Content-Range": content_range, **asked}
+        return requests.put(session, data=body, headers=headers, timeout=10)
+
+    first = chunk("bytes 0-3/*", b"abcd")
+    assert (first.status_code, first.headers["Range"]) == (200 if no_308 else 308, "bytes=0-3")
+    assert first.headers.get("X-Http-Status-Code-Override") == ("308" if no_308 else None)
+    last = chunk("bytes 4-5/6", b"ef")
+    assert last.status_code == 200
+    assert "X-Http-Status-Code-Override" not in last.headers
+    assert last.json()["size"] == "6"
