@@ -1,8 +1,8 @@
 """Swift-specific behaviour on the real single-node Swift: COPY, TempURLs, SLO segments, errors."""
 
 import concurrent.futures
-import http.client
 import hashlib
+import http.client
 import io
 import logging
 import time
