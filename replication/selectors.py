@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
+from django.db import connections
 
 from quay_geo.checks import preference_ids
 from storage_engines.base import StorageEngine
@@ -97,8 +98,6 @@ def engines_warm() -> None:
     (``quay_geo/celery.py``); the thread's database connection is closed at the end. Failures
     are logged: a location that cannot build its engine fails its copies with the reason instead.
     """
-    from django.db import connections
-
     try:
         for location in config_current().locations:
             try:
