@@ -11,7 +11,7 @@ from the store on both sides; ``params.blob_get`` records the answer each side g
 """
 
 import json
-import subprocess
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -21,7 +21,9 @@ from typing import Any
 
 import requests
 
-from .procs import BIN, ROOT, STATE, PeakRss, clear_skopeo_cache, fresh_dir, timed
+from tests.registry.images import MiB, oci_image_build
+
+from .procs import STATE, PeakRss, clear_skopeo_cache, fresh_dir, timed
 from .report import compare_table, save, summary
 from .servers import (
     LOCATION,
@@ -42,22 +44,15 @@ PEER = "distribution 2.8.2"
 
 
 def build_image(path: Path, layers: int, layer_mib: float) -> None:
-    """Write a fresh OCI layout of random gzip layers at ``oci:path:v1``."""
-    fresh_dir(path)
-    subprocess.run(
-        [
-            str(BIN / "python"),
-            "scripts/demo_image.py",
-            str(path),
-            "--layers",
-            str(layers),
-            "--layer-mib",
-            str(layer_mib),
-        ],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
+    """Write a fresh OCI layout at ``oci:path:v1``, built with umoci: ``layers`` layers, each
+    one file of ``layer_mib`` MiB of random bytes (gzip, as umoci writes them).
+
+    The builder is the test suite's (``tests/registry/images.py``), the one place that drives
+    umoci; it uses nothing but the standard library and the ``umoci`` command.
+    """
+    shutil.rmtree(path, ignore_errors=True)  # umoci init creates the layout directory itself
+    path.parent.mkdir(parents=True, exist_ok=True)
+    oci_image_build(path, "v1", [int(layer_mib * MiB)] * layers)
 
 
 def skopeo(src: str, dest: str, *, src_creds: str = "", dest_creds: str = "") -> float:
