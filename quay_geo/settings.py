@@ -191,6 +191,15 @@ QUAY_GEO_MANIFEST_MAX_BYTES = env.int("QUAY_GEO_MANIFEST_MAX_BYTES", default=4 *
 QUAY_GEO_DIRECT_URL_TTL = env.int("QUAY_GEO_DIRECT_URL_TTL", default=600)
 QUAY_GEO_UPLOAD_LEASE_SECONDS = env.int("QUAY_GEO_UPLOAD_LEASE_SECONDS", default=3600)
 
+# --- Region-local caches (replication/regioncache.py, docs/operations.md "Caches") ---------------
+# Lifetime of cached content facts (a manifest by digest, a blob's size and locations, a user,
+# a role) and of cached tag targets, in seconds; 0 turns that kind off. They bound how soon a
+# delete or a moved tag in one region is seen in another.
+QUAY_GEO_CACHE_SECONDS = env.float("QUAY_GEO_CACHE_SECONDS", default=30.0)
+QUAY_GEO_TAG_CACHE_SECONDS = env.float("QUAY_GEO_TAG_CACHE_SECONDS", default=5.0)
+# How often a process asks the database whether the storage configuration changed, in seconds.
+QUAY_GEO_CONFIG_CHECK_SECONDS = env.float("QUAY_GEO_CONFIG_CHECK_SECONDS", default=5.0)
+
 # --- Storage replication (../docs/architecture.md) ---------------------------------------------
 # Location IDs this process prefers, in order (spaces or commas). Empty: the stored order.
 QUAY_DISTRIBUTED_STORAGE_PREFERENCE = env.str("QUAY_DISTRIBUTED_STORAGE_PREFERENCE", default="")

@@ -5,15 +5,19 @@ is random, shown once at creation, and only its SHA-256 is stored.
 """
 
 import hashlib
+import hmac
 import logging
 import secrets
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models.signals import post_save
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
+
+from replication.regioncache import content_ttl, region_cache
 
 from .models import (
     AppToken,
@@ -24,11 +28,17 @@ from .models import (
     Role,
     Visibility,
 )
-from .permissions import namespace_name_valid, repository_name_split
+from .permissions import namespace_name_valid, public_key, repository_name_split, role_key
 
 logger = logging.getLogger(__name__)
 
 APP_TOKEN_PREFIX = "qgat_"  # noqa: S105 - a public marker, not a secret
+#: ``last_used_at`` is written at most this often per token: a write on every token request
+#: would cost a far region a round trip to the primary each time.
+APP_TOKEN_USED_PRECISION = timedelta(minutes=1)
+#: Keys of the verified-password cache are HMACs under this process's own random key, so the
+#: cache never holds anything a password could be recovered or tested from elsewhere.
+_CREDENTIALS_KEY = secrets.token_bytes(32)
 
 
 class AccountError(Exception):
@@ -63,16 +73,41 @@ def user_namespace_ensure(*, user: User) -> Namespace | None:
         return None
 
 
+def _user_key(user_id: int) -> str:
+    return f"u:{user_id}"
+
+
+def user_active_get(*, user_id: int) -> User | None:
+    """Return the active user with this id, None if there is none or it is disabled.
+
+    Found users are cached in the region cache (``QUAY_GEO_CACHE_SECONDS``): every registry
+    request with a token asks this. A change of the user in this process is seen at once; in
+    other processes within that lifetime.
+    """
+    cached = region_cache.get(_user_key(user_id))
+    if cached is not None:
+        return cached
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    region_cache.set(_user_key(user_id), user, ttl=content_ttl())
+    return user
+
+
 def _user_saved(
     sender: type[User], instance: User, created: bool, raw: bool = False, **kwargs: Any
 ) -> None:
+    region_cache.delete([_user_key(instance.pk)])
     if created and not raw:
         user_namespace_ensure(user=instance)
 
 
+def _user_deleted(sender: type[User], instance: User, **kwargs: Any) -> None:
+    region_cache.delete([_user_key(instance.pk)])
+
+
 def signals_connect() -> None:
-    """Connect the signal that gives every new user a namespace."""
+    """Connect the signals that give every new user a namespace and keep the user cache true."""
     post_save.connect(_user_saved, sender=User, dispatch_uid="registry.accounts.user_namespace")
+    post_delete.connect(_user_deleted, sender=User, dispatch_uid="registry.accounts.user_deleted")
 
 
 # --- Organizations --------------------------------------------------------------------------------
@@ -103,6 +138,7 @@ def organization_member_add(*, organization: str, user: User, role: Role) -> Nam
     member, _ = NamespaceMember.objects.update_or_create(
         namespace=namespace, user=user, defaults={"role": role}
     )
+    region_cache.delete([role_key(user_id=user.pk, namespace=organization)])
     logger.info("organization %s: %s is now %s", organization, user.username, role)
     return member
 
@@ -143,7 +179,9 @@ def app_token_user(*, username: str, secret: str) -> User | None:
     )
     if token is None:
         return None
-    AppToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > APP_TOKEN_USED_PRECISION:
+        AppToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token.user
 
 
@@ -155,8 +193,23 @@ def credentials_check(*, username: str, password: str) -> User | None:
         user = app_token_user(username=username, secret=password)
         if user is not None:
             return user
+    secret = f"{username}\0{password}".encode()
+    key = "c:" + hmac.new(_CREDENTIALS_KEY, secret, "sha256").hexdigest()
+    remembered = region_cache.get(key)
+    if remembered is not None:
+        user_id, password_hash = remembered
+        user = user_active_get(user_id=user_id)
+        # The user's stored hash is part of the fact: a changed password ends it at once.
+        if user is not None and user.password == password_hash:
+            return user
     user = authenticate(username=username, password=password)
-    return user if isinstance(user, User) else None
+    if not isinstance(user, User):
+        return None
+    # A verified password is remembered in this process only (PBKDF2 costs most of a token
+    # request): a password changed in another process stops working here within the lifetime.
+    region_cache.set(key, (user.pk, user.password), ttl=content_ttl(), local_only=True)
+    region_cache.set(_user_key(user.pk), user, ttl=content_ttl())
+    return user
 
 
 # --- Repositories ---------------------------------------------------------------------------------
@@ -173,5 +226,6 @@ def repository_visibility_set(*, repository: str, visibility: Visibility) -> Rep
     )
     if not found:
         raise AccountError(f"no repository named {repository!r}")
+    region_cache.delete([public_key(namespace=namespace, name=name)])
     logger.info("repository %s is now %s", repository, visibility)
     return Repository.objects.select_related("namespace").get(namespace__name=namespace, name=name)

@@ -39,6 +39,7 @@ from django.http import HttpRequest
 from rest_framework.request import Request
 
 from . import errors, permissions
+from .accounts import user_active_get
 from .models import Repository
 from .tokens import TokenInvalid, token_verify
 
@@ -126,7 +127,7 @@ def _identity_verify(request: HttpRequest | Request) -> Identity:
         raise _invalid_token(request, str(exc)) from exc
     user = None
     if claims.user_id is not None:
-        user = User.objects.filter(pk=claims.user_id, is_active=True).first()
+        user = user_active_get(user_id=claims.user_id)
         if user is None:
             raise _invalid_token(request, "the token's user no longer exists or is disabled")
     scopes = frozenset(

@@ -11,7 +11,9 @@
 from collections.abc import Iterable
 
 from django.contrib.auth.models import User
-from django.db.models import Q, QuerySet
+from django.db.models import OuterRef, Q, QuerySet, Subquery
+
+from replication.regioncache import content_ttl, region_cache
 
 from . import errors
 from .models import Namespace, NamespaceMember, Repository, Role, Visibility
@@ -41,20 +43,38 @@ def repository_name_split(name: str) -> tuple[str, str] | None:
     return namespace, rest
 
 
+_NO_ROLE = ""
+
+
+def role_key(*, user_id: int, namespace: str) -> str:
+    """Return the region-cache key of a user's role in a namespace."""
+    return f"role:{user_id}:{namespace}"
+
+
 def namespace_role(*, user: User, namespace: str) -> Role | None:
-    """Return the user's role in a namespace, or None if none (or no such namespace)."""
-    row = Namespace.objects.filter(name=namespace).values_list("id", "owner_id").first()
-    if row is None:
-        return None
-    namespace_id, owner_id = row
-    if owner_id == user.pk:
-        return Role.ADMIN
-    role = (
-        NamespaceMember.objects.filter(namespace_id=namespace_id, user=user)
-        .values_list("role", flat=True)
-        .first()
-    )
-    return Role(role) if role is not None else None
+    """Return the user's role in a namespace, or None if none (or no such namespace).
+
+    One query, cached in the region cache for ``QUAY_GEO_CACHE_SECONDS``: a membership
+    changed in another process counts after that lifetime, as one changed after a token was
+    issued counts when the token expires.
+    """
+    key = role_key(user_id=user.pk, namespace=namespace)
+    cached = region_cache.get(key)
+    if cached is None:
+        member = NamespaceMember.objects.filter(namespace_id=OuterRef("pk"), user=user)
+        row = (
+            Namespace.objects.filter(name=namespace)
+            .annotate(role=Subquery(member.values("role")[:1]))
+            .values_list("owner_id", "role")
+            .first()
+        )
+        if row is None:
+            cached = _NO_ROLE
+        else:
+            owner_id, role = row
+            cached = Role.ADMIN.value if owner_id == user.pk else (role or _NO_ROLE)
+        region_cache.set(key, cached, ttl=content_ttl())
+    return Role(cached) if cached else None
 
 
 def actions_allowed(
@@ -77,10 +97,20 @@ def actions_allowed(
     return frozenset(granted)
 
 
+def public_key(*, namespace: str, name: str) -> str:
+    """Return the region-cache key of whether a repository is public."""
+    return f"public:{namespace}/{name}"
+
+
 def _is_public(*, namespace: str, name: str) -> bool:
-    return Repository.objects.filter(
-        namespace__name=namespace, name=name, visibility=Visibility.PUBLIC
-    ).exists()
+    key = public_key(namespace=namespace, name=name)
+    cached = region_cache.get(key)
+    if cached is None:
+        cached = Repository.objects.filter(
+            namespace__name=namespace, name=name, visibility=Visibility.PUBLIC
+        ).exists()
+        region_cache.set(key, cached, ttl=content_ttl())
+    return bool(cached)
 
 
 def repositories_pullable(*, user: User | None) -> QuerySet[Repository]:

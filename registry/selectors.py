@@ -1,5 +1,6 @@
 """Reads of the registry: repositories, blobs linked to them, manifests, tags, referrers."""
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import connection
@@ -8,6 +9,8 @@ from django.db.models.expressions import Combinable
 from django.db.models.functions import Collate, Concat
 
 from replication.models import Blob, Placement, PlacementState
+from replication.regioncache import content_ttl, region_cache, tag_ttl
+from replication.selectors import blob_facts_cached, blob_facts_remember
 
 from . import errors
 from .models import BlobUpload, Manifest, Repository, RepositoryBlob, Tag
@@ -17,14 +20,31 @@ from .names import is_digest_reference, tag_valid
 LIST_PAGE_MAX = 1000
 
 
+def _repository_key(name: str) -> str:
+    return f"r:{name}"
+
+
+def repository_remember(*, name: str, repository: Repository) -> None:
+    """Cache a repository (with its namespace loaded) by its full name."""
+    region_cache.set(_repository_key(name), repository, ttl=content_ttl())
+
+
 def repository_find(*, name: str) -> Repository | None:
-    """Return the repository of a full name (``<namespace>/<rest>``), None if there is none."""
+    """Return the repository of a full name (``<namespace>/<rest>``), None if there is none.
+
+    Repositories are never deleted, so a found one is cached (region cache) by its name.
+    """
+    cached = region_cache.get(_repository_key(name))
+    if cached is not None:
+        return cached
     namespace, _, rest = name.partition("/")
-    return (
+    repository = (
         Repository.objects.select_related("namespace")
         .filter(namespace__name=namespace, name=rest)
         .first()
     )
+    region_cache.set(_repository_key(name), repository, ttl=content_ttl())
+    return repository
 
 
 def repository_get(*, name: str) -> Repository:
@@ -63,13 +83,27 @@ def _in_repository(name: str) -> dict[str, str]:
     return {"repository__namespace__name": namespace, "repository__name": rest}
 
 
+def _link_key(name: str, digest: str) -> str:
+    return f"l:{name}:{digest}"
+
+
+def blob_link_forget(*, name: str, digest: str) -> None:
+    """Drop the cached fact that a blob is linked to a repository (it was unlinked)."""
+    region_cache.delete([_link_key(name, digest)])
+
+
 def blob_for_pull(*, name: str, digest: str) -> tuple[Blob, list[Placement]]:
     """Return a blob linked to the repository and its present placements; raise if none.
 
-    One query when the blob is there (the metadata path: every ``HEAD`` of a pull), which also
-    brings the placements (with their locations) the bytes are read from; a miss costs a second
-    one to tell an unknown repository (NameUnknown) from an unknown blob (BlobUnknown).
+    No query when the region cache knows both the link and the blob's placements (the warm
+    metadata path: every ``HEAD`` of a pull). Otherwise one query, which also brings the
+    placements (with their locations) the bytes are read from; a miss costs a second one to
+    tell an unknown repository (NameUnknown) from an unknown blob (BlobUnknown).
     """
+    if region_cache.get(_link_key(name, digest)):
+        cached = blob_facts_cached(digest)
+        if cached is not None:
+            return cached
     linked = RepositoryBlob.objects.filter(**_in_repository(name), blob=OuterRef("blob"))
     placements = list(
         Placement.objects.select_related("blob", "location")
@@ -79,7 +113,10 @@ def blob_for_pull(*, name: str, digest: str) -> tuple[Blob, list[Placement]]:
     if not placements:
         repository_get(name=name)
         raise errors.BlobUnknown({"digest": digest})
-    return placements[0].blob, placements
+    blob = placements[0].blob
+    region_cache.set(_link_key(name, digest), True, ttl=content_ttl())
+    blob_facts_remember(blob, placements)
+    return blob, placements
 
 
 def blob_present_at(*, digest: str, location_id: int) -> bool:
@@ -89,23 +126,76 @@ def blob_present_at(*, digest: str, location_id: int) -> bool:
     ).exists()
 
 
+def _manifest_key(name: str, digest: str) -> str:
+    return f"m:{name}:{digest}"
+
+
+def _tag_key(name: str, tag: str) -> str:
+    return f"t:{name}:{tag}"
+
+
+def manifest_remember(*, name: str, manifest: Manifest, tags: Sequence[str] = ()) -> None:
+    """Cache a manifest by digest (and ``tags`` as pointing at it) for the pull path."""
+    content = bytes(manifest.content)
+    facts = (manifest.pk, manifest.repository_id, manifest.digest, manifest.media_type, content)
+    region_cache.set(
+        _manifest_key(name, manifest.digest), facts, ttl=content_ttl(), size=len(content) + 200
+    )
+    for tag in tags:
+        region_cache.set(_tag_key(name, tag), manifest.digest, ttl=tag_ttl())
+
+
+def manifest_forget(*, name: str, digests: Sequence[str] = (), tags: Sequence[str] = ()) -> None:
+    """Drop cached manifests and tags of a repository (they were deleted or moved)."""
+    region_cache.delete(
+        [_manifest_key(name, digest) for digest in digests] + [_tag_key(name, tag) for tag in tags]
+    )
+
+
+def _manifest_cached(name: str, digest: str) -> Manifest | None:
+    facts = region_cache.get(_manifest_key(name, digest))
+    if facts is None:
+        return None
+    pk, repository_id, digest, media_type, content = facts
+    return Manifest(
+        pk=pk,
+        repository_id=repository_id,
+        digest=digest,
+        media_type=media_type,
+        content=content,
+        size=len(content),
+    )
+
+
 def manifest_get(*, name: str, reference: str) -> Manifest:
     """Return the manifest a tag or digest names; raise ManifestUnknown if there is none.
 
-    One query when it exists (a second on a miss, to answer NameUnknown for an unknown
-    repository). A reference that is not a valid tag is unknown (404), as the conformance suite
-    expects; a malformed digest raises DigestInvalid (the caller validated it).
+    No query when the region cache has it (a tag's target is cached for a few seconds only,
+    ``QUAY_GEO_TAG_CACHE_SECONDS``); one query when it exists (a second on a miss, to answer
+    NameUnknown for an unknown repository). A reference that is not a valid tag is unknown
+    (404), as the conformance suite expects; a malformed digest raises DigestInvalid (the
+    caller validated it).
     """
     manifest: Manifest | None = None
     if is_digest_reference(reference):
-        manifest = Manifest.objects.filter(**_in_repository(name), digest=reference).first()
+        manifest = _manifest_cached(name, reference)
+        if manifest is None:
+            manifest = Manifest.objects.filter(**_in_repository(name), digest=reference).first()
+            if manifest is not None:
+                manifest_remember(name=name, manifest=manifest)
     elif tag_valid(reference):
-        tag = (
-            Tag.objects.select_related("manifest")
-            .filter(**_in_repository(name), name=reference)
-            .first()
-        )
-        manifest = tag.manifest if tag is not None else None
+        target = region_cache.get(_tag_key(name, reference))
+        if target is not None:
+            manifest = _manifest_cached(name, target)
+        if manifest is None:
+            tag = (
+                Tag.objects.select_related("manifest")
+                .filter(**_in_repository(name), name=reference)
+                .first()
+            )
+            if tag is not None:
+                manifest = tag.manifest
+                manifest_remember(name=name, manifest=manifest, tags=[reference])
     if manifest is None:
         repository_get(name=name)
         raise errors.ManifestUnknown({"reference": reference[:300]})

@@ -13,7 +13,7 @@ from storage_engines.errors import StorageError
 from storage_engines.keys import content_key
 
 from .models import Blob, Placement, StorageLocation, Tombstone
-from .selectors import location_engine
+from .selectors import blob_facts_forget, location_engine
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,9 @@ def blobs_unreferenced_delete(*, batch_size: int = 1000) -> int:
             repository_blob.objects.filter(blob__in=blobs).delete()
             Blob.objects.filter(pk__in=[b.pk for b in blobs]).delete()
             deleted += len(blobs)
+        # The shared region cache forgets them now; other processes' own caches within their
+        # lifetime (QUAY_GEO_CACHE_SECONDS), after which the rows' absence answers 404.
+        blob_facts_forget([blob.digest for blob in blobs])
 
 
 def tombstones_process(*, limit: int = 5000) -> tuple[int, int]:

@@ -4,6 +4,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,6 +17,7 @@ from storage_engines.registry import engine_create
 
 from . import health
 from .models import Blob, Placement, PlacementState, ReplicationSettings, StorageLocation
+from .regioncache import content_ttl, region_cache
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ class LocationConfig:
 
 _lock = threading.Lock()
 _config: LocationConfig | None = None
+#: When this process last asked the database for the configuration version (monotonic clock).
+_config_checked_at = float("-inf")
 #: Engines by (location ID, fingerprint of kind and options): a configuration change rebuilds
 #: only the engines whose own settings changed.
 _engines: dict[tuple[str, str], StorageEngine] = {}
@@ -53,10 +57,24 @@ def _fingerprint(location: StorageLocation) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def config_check_seconds() -> float:
+    """Return how long a process trusts its configuration before asking for the version again."""
+    return float(getattr(settings, "QUAY_GEO_CONFIG_CHECK_SECONDS", 5.0))
+
+
 def config_current() -> LocationConfig:
-    """Return the current configuration, reloading it when its version changed."""
-    global _config
+    """Return the current configuration, reloading it when its version changed.
+
+    The version is asked at most every ``QUAY_GEO_CONFIG_CHECK_SECONDS``: the pull path of a far
+    region must not ask the database on every request. A change made in this process is seen
+    at once (``config_recheck``); elsewhere within that period.
+    """
+    global _config, _config_checked_at
+    cached = _config
+    if cached is not None and time.monotonic() - _config_checked_at < config_check_seconds():
+        return cached
     row = ReplicationSettings.load()
+    _config_checked_at = time.monotonic()
     # The change time is part of the key: a restored or emptied database can repeat a version.
     key = (row.config_version, row.updated_at)
     cached = _config
@@ -146,12 +164,19 @@ def placements_present(
     return sorted(present, key=lambda p: order.get(p.location_id, len(order)))
 
 
+def config_recheck() -> None:
+    """Make the next ``config_current`` ask the database (after a change made here)."""
+    global _config_checked_at
+    _config_checked_at = float("-inf")
+
+
 def cache_clear() -> None:
     """Forget the cached configuration and engines (tests, or after a restore)."""
     global _config
     with _lock:
         _config = None
         _engines.clear()
+    config_recheck()
 
 
 def read_candidates(
@@ -205,3 +230,41 @@ def preference_check_at_start() -> None:
             "storage replication is enabled but no storage location is configured: add one "
             "in /superuser or turn replication off"
         )
+
+
+# --- Blob facts in the region cache -------------------------------------------------------------
+
+
+def _blob_key(digest: str) -> str:
+    return f"b:{digest}"
+
+
+def blob_facts_remember(blob: Blob, present: list[Placement]) -> None:
+    """Cache a blob's size and the locations holding verified copies (``blob_facts_cached``)."""
+    facts = (blob.pk, blob.digest, blob.size, blob.sha256, tuple(p.location_id for p in present))
+    region_cache.set(_blob_key(blob.digest), facts, ttl=content_ttl())
+
+
+def blob_facts_cached(digest: str) -> tuple[Blob, list[Placement]] | None:
+    """Return a blob and its present placements from the region cache, None if not cached.
+
+    The objects are rebuilt from the cached facts and the cached configuration: no query.
+    A location removed since is left out; with none left the facts count as not cached.
+    """
+    facts = region_cache.get(_blob_key(digest))
+    if facts is None:
+        return None
+    pk, digest, size, sha256, location_pks = facts
+    by_pk = {location.pk: location for location in config_current().locations}
+    blob = Blob(pk=pk, digest=digest, size=size, sha256=sha256)
+    present = [
+        Placement(blob=blob, location=by_pk[location_pk], state=PlacementState.PRESENT)
+        for location_pk in location_pks
+        if location_pk in by_pk
+    ]
+    return (blob, present) if present else None
+
+
+def blob_facts_forget(digests: list[str]) -> None:
+    """Drop the cached facts of these blobs (their placements or rows changed)."""
+    region_cache.delete(_blob_key(digest) for digest in digests)

@@ -20,6 +20,7 @@ from .models import (
     ReplicationSettings,
     StorageLocation,
 )
+from .selectors import config_recheck
 from .targets import LOCAL_REFUSED, targets_of_blobs
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ def config_version_bump(*, user: Any = None, targets_changed: bool = False) -> i
     if targets_changed:
         changes["targets_version"] = F("targets_version") + 1
     ReplicationSettings.objects.filter(pk=1).update(**changes)
+    config_recheck()
     return ReplicationSettings.load().config_version
 
 
@@ -251,6 +253,11 @@ def _tasks_send(
             "broker unavailable: %s replication task(s) left for the reconciler", len(unsent)
         )
         Placement.objects.filter(pk__in=unsent).update(enqueued_at=None)
+
+
+def tasks_send(ids: list[int], location_id: str) -> None:
+    """Send one replication task per placement of one location now (a background sender's)."""
+    _tasks_send(ids, location_id, priority=False, batched=False)
 
 
 def placement_retry(*, placement_ids: Iterable[int]) -> int:

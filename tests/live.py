@@ -56,6 +56,12 @@ def process_env(**extra: str) -> dict[str, str]:
             "DJANGO_SECURE_COOKIES": "0",
             "CELERY_BROKER_URL": broker_url(),
             "PYTHONUNBUFFERED": "1",
+            # A server process outlives the test that started it, and the database is emptied
+            # between tests: cached rows of one test would name rows of another. Tests of the
+            # caches themselves pass their own lifetimes.
+            "QUAY_GEO_CACHE_SECONDS": "0",
+            "QUAY_GEO_TAG_CACHE_SECONDS": "0",
+            "QUAY_GEO_CONFIG_CHECK_SECONDS": "0",
         }
     )
     env.update(extra)

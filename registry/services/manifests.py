@@ -1,17 +1,21 @@
 """Manifest pushes and deletes, tags, and the hook that tells replication about a new manifest."""
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
+from replication.commitsql import placements_ensure_statement, task_sender
 from replication.services import placements_ensure
 
 from .. import errors
 from ..models import Manifest, ManifestBlob, ManifestChild, Repository, RepositoryBlob, Tag
 from ..names import digest_parse, is_digest_reference, tag_check, tag_valid
+from ..selectors import manifest_forget, manifest_remember
 from .manifest_parse import ParsedManifest, manifest_parse
 
 logger = logging.getLogger(__name__)
@@ -119,19 +123,49 @@ def manifest_put(
     wanted_tags = list(dict.fromkeys(wanted_tags + [tag_check(tag) for tag in tags]))
     digest = _digest_of(content, reference)
     parsed = manifest_parse(content, content_type)
+    blob_ids, child_ids = _references_resolve(repository, parsed)
+    if connection.vendor == "postgresql":
+        manifest = _manifest_record_statement(
+            repository, digest, parsed, content, wanted_tags, blob_ids, child_ids
+        )
+    else:
+        manifest = _manifest_record(
+            repository, digest, parsed, content, wanted_tags, blob_ids, child_ids
+        )
+        replication_manifest_committed(manifest)
+    manifest_remember(name=repository.full_name, manifest=manifest, tags=wanted_tags)
+    logger.info("manifest %s pushed to %s, tags %s", digest, repository, wanted_tags)
+    return ManifestPushed(
+        manifest=manifest,
+        tags=wanted_tags,
+        subject=str(parsed.subject.digest) if parsed.subject else None,
+    )
+
+
+def _manifest_fields(parsed: ParsedManifest, content: bytes) -> dict[str, Any]:
+    return {
+        "media_type": parsed.media_type,
+        "content": content,
+        "size": len(content),
+        "artifact_type": parsed.artifact_type,
+        "subject_digest": str(parsed.subject.digest) if parsed.subject else "",
+        "annotations": parsed.annotations,
+    }
+
+
+def _manifest_record(
+    repository: Repository,
+    digest: str,
+    parsed: ParsedManifest,
+    content: bytes,
+    tags: list[str],
+    blob_ids: list[int],
+    child_ids: list[int],
+) -> Manifest:
+    """Record the manifest, its references and tags in a transaction (any database)."""
     with transaction.atomic():
-        blob_ids, child_ids = _references_resolve(repository, parsed)
         manifest, created = Manifest.objects.get_or_create(
-            repository=repository,
-            digest=digest,
-            defaults={
-                "media_type": parsed.media_type,
-                "content": content,
-                "size": len(content),
-                "artifact_type": parsed.artifact_type,
-                "subject_digest": str(parsed.subject.digest) if parsed.subject else "",
-                "annotations": parsed.annotations,
-            },
+            repository=repository, digest=digest, defaults=_manifest_fields(parsed, content)
         )
         if created:
             ManifestBlob.objects.bulk_create(
@@ -143,26 +177,92 @@ def manifest_put(
         elif manifest.media_type != parsed.media_type:
             Manifest.objects.filter(pk=manifest.pk).update(media_type=parsed.media_type)
             manifest.media_type = parsed.media_type
-        for tag in wanted_tags:
+        for tag in tags:
             Tag.objects.update_or_create(
                 repository=repository, name=tag, defaults={"manifest": manifest}
             )
-    logger.info("manifest %s pushed to %s, tags %s", digest, repository, wanted_tags)
-    replication_manifest_committed(manifest)
-    return ManifestPushed(
-        manifest=manifest,
-        tags=wanted_tags,
-        subject=str(parsed.subject.digest) if parsed.subject else None,
+    return manifest
+
+
+def _manifest_record_statement(
+    repository: Repository,
+    digest: str,
+    parsed: ParsedManifest,
+    content: bytes,
+    tags: list[str],
+    blob_ids: list[int],
+    child_ids: list[int],
+) -> Manifest:
+    """Record the manifest, its references, its tags and its blobs' missing placements in one
+    statement (PostgreSQL): a far region pays one round trip for it, not a dozen.
+
+    The blobs of an index's children are ensured afterwards, as on other databases.
+    """
+    ensure = placements_ensure_statement(blob_ids=blob_ids, namespace_id=repository.namespace_id)
+    fields = _manifest_fields(parsed, content)
+    sql = f"""WITH {ensure.ctes},
+    manifest AS (
+        INSERT INTO {Manifest._meta.db_table} (repository_id, digest, media_type, content, size,
+            artifact_type, subject_digest, annotations, created_at)
+        VALUES (%(repository)s, %(digest)s, %(media_type)s, %(content)s, %(size)s,
+            %(artifact_type)s, %(subject_digest)s, %(annotations)s::jsonb, now())
+        ON CONFLICT (repository_id, digest) DO UPDATE SET media_type = EXCLUDED.media_type
+        RETURNING id
+    ),
+    blobs AS (
+        INSERT INTO {ManifestBlob._meta.db_table} (manifest_id, blob_id)
+        SELECT manifest.id, blob_id FROM manifest, unnest(%(blob_ids)s::bigint[]) AS blob_id
+        ON CONFLICT (manifest_id, blob_id) DO NOTHING
+    ),
+    children AS (
+        INSERT INTO {ManifestChild._meta.db_table} (parent_id, child_id)
+        SELECT manifest.id, child_id FROM manifest, unnest(%(child_ids)s::bigint[]) AS child_id
+        ON CONFLICT (parent_id, child_id) DO NOTHING
+    ),
+    tags AS (
+        INSERT INTO {Tag._meta.db_table} (repository_id, name, manifest_id, updated_at)
+        SELECT %(repository)s, tag, manifest.id, now()
+        FROM manifest, unnest(%(tags)s::text[]) AS tag
+        ON CONFLICT (repository_id, name)
+        DO UPDATE SET manifest_id = EXCLUDED.manifest_id, updated_at = now()
     )
+    SELECT manifest.id, ensured.id, ensured.location_id
+    FROM manifest LEFT JOIN ensured ON true"""  # noqa: S608 - table names from the models
+    params = {
+        **ensure.params,
+        **fields,
+        "annotations": json.dumps(fields["annotations"]),
+        "repository": repository.pk,
+        "digest": digest,
+        "blob_ids": blob_ids,
+        "child_ids": child_ids,
+        "tags": tags,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    manifest = Manifest(pk=rows[0][0], repository=repository, digest=digest, **fields)
+    task_sender.send_later((row[1], row[2]) for row in rows if row[1] is not None)
+    if child_ids:
+        replication_manifest_committed(manifest)
+    return manifest
 
 
 def manifest_delete(*, repository: Repository, reference: str) -> None:
     """Delete a manifest and its tags (digest reference), or only a tag (tag reference)."""
+    name = repository.full_name
     if is_digest_reference(reference):
         digest_parse(reference)
+        tags = list(
+            Tag.objects.filter(repository=repository, manifest__digest=reference).values_list(
+                "name", flat=True
+            )
+        )
         deleted, _ = Manifest.objects.filter(repository=repository, digest=reference).delete()
+        manifest_forget(name=name, digests=[reference], tags=tags)
     elif tag_valid(reference):
         deleted, _ = Tag.objects.filter(repository=repository, name=reference).delete()
+        manifest_forget(name=name, tags=[reference])
     else:
         deleted = 0
     if not deleted:

@@ -4,7 +4,7 @@ from replication.models import Blob, Placement, PlacementState
 
 from .. import errors
 from ..models import Namespace, Repository, RepositoryBlob
-from ..selectors import blob_linked, repository_find
+from ..selectors import blob_link_forget, blob_linked, repository_find, repository_remember
 
 
 def repository_for_push(*, name: str) -> Repository:
@@ -24,7 +24,9 @@ def repository_for_push(*, name: str) -> Repository:
             "or to an organization you may write to",
         )
     repository, _ = Repository.objects.get_or_create(namespace=namespace, name=rest)
-    return Repository.objects.select_related("namespace").get(pk=repository.pk)
+    repository.namespace = namespace  # loaded already: no second query for it
+    repository_remember(name=name, repository=repository)
+    return repository
 
 
 def blob_mount(*, repository: Repository, source: Repository, digest: str) -> Blob | None:
@@ -42,5 +44,6 @@ def blob_mount(*, repository: Repository, source: Repository, digest: str) -> Bl
 def blob_unlink(*, repository: Repository, digest: str) -> None:
     """Remove a blob from a repository (its bytes are collected later); BlobUnknown if absent."""
     deleted, _ = RepositoryBlob.objects.filter(repository=repository, blob__digest=digest).delete()
+    blob_link_forget(name=repository.full_name, digest=digest)
     if not deleted:
         raise errors.BlobUnknown({"digest": digest})

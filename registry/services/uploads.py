@@ -1,8 +1,13 @@
 """Blob uploads: sessions pinned to one location, bytes streamed into its engine while hashed.
 
-No transaction is open and no database connection is held while bytes stream: a session is
-claimed with one conditional UPDATE (``busy_until``), the bytes go from the request body through
-the hashers into the engine's multipart session, and the row is written once they are in.
+No transaction is open while bytes stream: a session is read and claimed with one conditional
+``UPDATE ... RETURNING`` (``busy_until``), the bytes go from the request body through the
+hashers into the engine's multipart session, and the row is written once they are in. A far
+region pays a round trip to the primary per statement, so each request costs few: a POST one
+(the row), a PATCH two (claim, row), a PUT two (claim, and on PostgreSQL one statement that
+records the blob, its placements and its link, and drops the session). The database connection
+stays open while the body streams: reconnecting to a far primary costs more round trips than
+any statement.
 """
 
 import logging
@@ -13,13 +18,19 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
 from django.utils import timezone
 
 from replication import health
+from replication.commitsql import blob_commit_statement, task_sender
 from replication.models import Blob, StorageLocation
-from replication.selectors import PreferenceError, location_engine, upload_location_pick
+from replication.selectors import (
+    PreferenceError,
+    blob_facts_forget,
+    config_current,
+    location_engine,
+    upload_location_pick,
+)
 from replication.services import blob_commit
 from storage_engines.base import StorageEngine, UploadState
 from storage_engines.errors import StorageError, StoragePermanentError, StorageUnavailable
@@ -30,9 +41,9 @@ from ..hashing import HashingBody, UploadHash, digests_known, request_hashing, s
 from ..models import BlobUpload, Repository, RepositoryBlob
 from ..names import Digest
 from ..ranges import upload_range
-from ..selectors import blob_present_at
+from ..selectors import upload_get
 from .problems import StorageFailed
-from .streaming import Body, db_release
+from .streaming import Body
 
 logger = logging.getLogger(__name__)
 
@@ -149,18 +160,34 @@ def _lease() -> timedelta:
     return timedelta(seconds=int(getattr(settings, "QUAY_GEO_UPLOAD_LEASE_SECONDS", 3600)))
 
 
-def _claim(upload: BlobUpload) -> datetime:
-    """Mark the session busy for this request; raise RangeInvalid if another one writes to it."""
+def upload_claim(*, repository: Repository, uuid: str) -> tuple[BlobUpload, datetime]:
+    """Return an upload session marked busy for this request, and until when; one statement.
+
+    Raise BlobUploadUnknown if there is none, RangeInvalid if another request writes to it.
+    """
     now = timezone.now()
     until = now + _lease()
-    claimed = (
-        BlobUpload.objects.filter(pk=upload.pk, byte_count=upload.byte_count)
-        .filter(Q(busy_until__isnull=True) | Q(busy_until__lt=now))
-        .update(busy_until=until)
+    table = BlobUpload._meta.db_table
+    claimed = list(
+        BlobUpload.objects.raw(
+            f"UPDATE {table} SET busy_until = %s WHERE uuid = %s AND repository_id = %s "  # noqa: S608 - table name from the model
+            "AND (busy_until IS NULL OR busy_until < %s) RETURNING *",
+            [until, uuid, repository.pk, now],
+        )
     )
     if not claimed:
+        upload = upload_get(repository=repository, uuid=uuid)
         raise _range_invalid(upload, "another request is writing to this upload")
-    return until
+    upload = claimed[0]
+    upload.repository = repository
+    location = {loc.pk: loc for loc in config_current().locations}.get(upload.location_id)
+    if location is not None:
+        upload.location = location
+    return upload, until
+
+
+def _release(upload: BlobUpload, until: datetime) -> None:
+    BlobUpload.objects.filter(pk=upload.pk, busy_until=until).update(busy_until=None)
 
 
 def _abort_quietly(engine: StorageEngine, state: UploadState) -> None:
@@ -197,19 +224,26 @@ def _trailing_bytes_refuse(body: Body, appended: int) -> None:
 def upload_append(
     *,
     upload: BlobUpload,
+    until: datetime,
     body: Body,
     content_range: tuple[int, int] | None,
     algorithm: str | None = None,
+    release: bool = True,
 ) -> BlobUpload:
-    """Stream a request body to the end of an upload and return the updated upload.
+    """Stream a request body to the end of a claimed upload and return the updated upload.
 
     A failure while bytes stream discards the whole session (nothing half-written remains); the
-    client starts again.
+    client starts again. ``release``: give the claim back (a PATCH); a PUT keeps it to commit.
     """
-    length = _chunk_length(upload, body, content_range)
+    try:
+        length = _chunk_length(upload, body, content_range)
+    except errors.OCIError:
+        _release(upload, until)
+        raise
     if length == 0:
+        if release:
+            _release(upload, until)
         return upload
-    until = _claim(upload)
     hashing = request_hashing(
         _hash_of(upload),
         size=upload.byte_count,
@@ -218,7 +252,6 @@ def upload_append(
     )
     engine = location_engine(upload.location)
     reader = HashingBody(body.stream, hashing)
-    db_release()
     try:
         state = engine.upload_append(upload.engine_state, reader, length=length)
         if content_range is not None:
@@ -237,10 +270,10 @@ def upload_append(
         "sha256_state": result.sha256_state,
         "sha256_hex": result.sha256_hex,
         "sha512_hex": result.sha512_hex,
-        "busy_until": None,
         "updated_at": timezone.now(),
     }
-    BlobUpload.objects.filter(pk=upload.pk, busy_until=until).update(**fields)
+    if release:
+        BlobUpload.objects.filter(pk=upload.pk, busy_until=until).update(**fields, busy_until=None)
     for name, value in fields.items():
         setattr(upload, name, value)
     return upload
@@ -264,21 +297,18 @@ def _bytes_commit(
 ) -> str:
     """Verify a session's bytes against ``digest``, then make them the blob's object.
 
-    Return the SHA-256 of the bytes. Nothing becomes visible on a mismatch (DigestInvalid); a
-    blob already present in the location is not written twice.
+    Return the SHA-256 of the bytes. Nothing becomes visible on a mismatch (DigestInvalid).
+    The object is written even when the database says the location holds the blob already:
+    the row may outlive the object (a store that lost it), and the push is what repairs it.
     """
     key = content_key(str(digest))
-    present = blob_present_at(digest=str(digest), location_id=location.pk)
     known = digests_known(hashes, digest.algorithm)
     if known is not None:
         sha256, actual = known
         if actual != digest.hex:
             _abort_quietly(engine, state)
             raise _digest_mismatch(digest, actual)
-        if present:
-            _abort_quietly(engine, state)
-        else:
-            engine.upload_complete(state, key)
+        engine.upload_complete(state, key)
         return sha256
     # The bytes came in several requests that could not share a hash state: read them back once.
     staging = upload_key(state["upload_id"], "assembled")
@@ -289,35 +319,76 @@ def _bytes_commit(
         actual = found.sha512 if digest.algorithm == "sha512" else found.sha256
         if found.size != size or actual != digest.hex:
             raise _digest_mismatch(digest, actual)
-        if not present:
-            engine.copy_to(staging, engine, target_key=key)
+        engine.copy_to(staging, engine, target_key=key)
     finally:
         engine.delete(staging)
     return found.sha256
 
 
 def _blob_record(
-    *, repository: Repository, digest: Digest, size: int, sha256: str, location: StorageLocation
+    *,
+    repository: Repository,
+    digest: Digest,
+    size: int,
+    sha256: str,
+    location: StorageLocation,
+    upload: BlobUpload | None = None,
 ) -> Blob:
-    with transaction.atomic():
-        blob = blob_commit(digest=str(digest), size=size, sha256=sha256, location=location)
-        RepositoryBlob.objects.get_or_create(repository=repository, blob=blob)
+    """Record a verified blob in ``location``, link it to the repository, drop the session.
+
+    On PostgreSQL one statement (round trip) does it all and the replication tasks of the new
+    placements are sent by a background thread; elsewhere a transaction of the same steps.
+    """
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            blob = blob_commit(digest=str(digest), size=size, sha256=sha256, location=location)
+            RepositoryBlob.objects.get_or_create(repository=repository, blob=blob)
+            if upload is not None:
+                BlobUpload.objects.filter(pk=upload.pk).delete()
+        return blob
+    statement = blob_commit_statement(
+        digest=str(digest), size=size, sha256=sha256, location=location
+    )
+    sql = f"""WITH {statement.ctes},
+    link AS (
+        INSERT INTO {RepositoryBlob._meta.db_table} (repository_id, blob_id, created_at)
+        SELECT %(repository)s, id, now() FROM blob
+        ON CONFLICT (repository_id, blob_id) DO NOTHING
+    ),
+    gone AS (DELETE FROM {BlobUpload._meta.db_table} WHERE id = %(upload)s)
+    SELECT blob.id, pending.id, pending.location_id FROM blob LEFT JOIN pending ON true"""  # noqa: S608 - table names from the models
+    params = {
+        **statement.params,
+        "repository": repository.pk,
+        "upload": upload.pk if upload is not None else None,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    blob = Blob(pk=rows[0][0], digest=str(digest), size=size, sha256=sha256)
+    task_sender.send_later((row[1], row[2]) for row in rows if row[1] is not None)
+    blob_facts_forget([blob.digest])
     return blob
 
 
 def upload_finish(
     *,
     upload: BlobUpload,
+    until: datetime,
     body: Body,
     content_range: tuple[int, int] | None,
     digest: Digest,
 ) -> Blob:
-    """Append the final chunk (if any), verify the digest and commit the blob."""
+    """Append the final chunk (if any) to a claimed upload, verify the digest, commit the blob."""
     if not body.empty or content_range is not None:
         upload = upload_append(
-            upload=upload, body=body, content_range=content_range, algorithm=digest.algorithm
+            upload=upload,
+            until=until,
+            body=body,
+            content_range=content_range,
+            algorithm=digest.algorithm,
+            release=False,
         )
-    until = _claim(upload)
     engine = location_engine(upload.location)
     try:
         sha256 = _bytes_commit(
@@ -332,18 +403,25 @@ def upload_finish(
         _upload_discard(upload, engine)
         raise
     except StorageError as exc:
-        BlobUpload.objects.filter(pk=upload.pk, busy_until=until).update(busy_until=None)
+        fields = {
+            "engine_state": upload.engine_state,
+            "byte_count": upload.byte_count,
+            "hash_mode": upload.hash_mode,
+            "sha256_state": upload.sha256_state,
+            "sha256_hex": upload.sha256_hex,
+            "sha512_hex": upload.sha512_hex,
+        }
+        BlobUpload.objects.filter(pk=upload.pk, busy_until=until).update(**fields, busy_until=None)
         logger.warning("commit of upload %s failed: %s", upload.uuid, exc)
         raise StorageFailed({"reason": str(exc)[:500]}) from exc
-    with transaction.atomic():
-        blob = _blob_record(
-            repository=upload.repository,
-            digest=digest,
-            size=upload.byte_count,
-            sha256=sha256,
-            location=upload.location,
-        )
-        BlobUpload.objects.filter(pk=upload.pk).delete()
+    blob = _blob_record(
+        repository=upload.repository,
+        digest=digest,
+        size=upload.byte_count,
+        sha256=sha256,
+        location=upload.location,
+        upload=upload,
+    )
     logger.info("blob %s committed in %s (%d bytes)", digest, upload.location, upload.byte_count)
     return blob
 
@@ -361,7 +439,6 @@ def blob_upload_whole(*, repository: Repository, body: Body, digest: Digest) -> 
         state = engine.upload_begin(upload_id=str(uuid.uuid4()), expected_size=body.length)
     hashing = request_hashing(UploadHash(), size=0, algorithm=digest.algorithm, chunked=False)
     reader = HashingBody(body.stream, hashing)
-    db_release()
     try:
         state = engine.upload_append(state, reader, length=body.length)
         sha256 = _bytes_commit(

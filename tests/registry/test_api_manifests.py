@@ -4,10 +4,14 @@ import hashlib
 import json
 
 import pytest
+from django.db import connection
 from pytest_django.fixtures import Settings
 
-from registry.models import Manifest, ManifestBlob, ManifestChild, Tag
+from registry.models import Manifest, ManifestBlob, ManifestChild, Namespace, Tag
 from registry.services import manifests as manifest_services
+from replication.commitsql import task_sender
+from replication.models import Placement, PlacementState
+from replication.services import location_create, namespace_targets_set, replication_enable
 from tests.registry.conftest import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -55,15 +59,38 @@ def test_a_manifest_pushed_by_tag_is_pulled_byte_exact_by_tag_and_digest(
     assert ManifestBlob.objects.filter(manifest=manifest).count() == 3
 
 
-def test_the_manifest_hook_for_replication_is_called_once_per_push(
+def test_a_manifest_push_plans_copies_of_its_blobs_to_its_namespace_targets(
     api: Api, image: Image, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Given blobs pushed before their namespace had an extra target location
+    target = location_create(location_id="ap_mem", kind="memory", options={})
+    replication_enable(enabled=True)
+    namespace_targets_set(namespace=Namespace.objects.get(name="alice"), location_ids=["ap_mem"])
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(task_sender, "send_later", lambda pairs: sent.extend(pairs))
     committed: list[Manifest] = []
-    monkeypatch.setattr(manifest_services, "replication_manifest_committed", committed.append)
+    hook = manifest_services.replication_manifest_committed
 
+    def observed(manifest: Manifest) -> None:
+        committed.append(manifest)
+        hook(manifest)
+
+    monkeypatch.setattr(manifest_services, "replication_manifest_committed", observed)
+
+    # When the manifest naming them is pushed
     put_raw(api, "alice/app", "v1", image.content)
 
-    assert [m.digest for m in committed] == [image.digest]
+    # Then each blob has a pending copy planned there, marked enqueued, and its task handed over
+    planned = Placement.objects.filter(location=target)
+    blobs = {sha256(image.config), *(sha256(layer) for layer in image.layers)}
+    assert {p.blob.digest for p in planned} == blobs
+    assert {p.state for p in planned} == {PlacementState.PENDING}
+    if connection.vendor == "postgresql":  # one statement; the tasks go to the sender thread
+        assert all(p.enqueued_at is not None for p in planned)
+        assert sorted(placement_id for placement_id, _ in sent) == sorted(p.pk for p in planned)
+        assert committed == []
+    else:  # a transaction, then the replication hook
+        assert [m.digest for m in committed] == [image.digest]
 
 
 def test_a_docker_schema2_manifest_and_manifest_list_keep_their_media_types(

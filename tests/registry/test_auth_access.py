@@ -21,6 +21,7 @@ from registry.auth import (
     repositories_visible,
 )
 from registry.models import NamespaceMember
+from replication.regioncache import region_cache
 from tests.registry.auth_fixtures import World, bearer, token_make, world
 
 __all__ = ["world"]
@@ -65,8 +66,22 @@ def test_valid_token_gives_its_user_and_scopes(world: World) -> None:
 def test_superuser_flag_comes_from_the_database_not_the_token(world: World) -> None:
     token = token_make(user=world.root)
     assert identity_of(request_with(bearer(token))).is_superuser is True
-    User.objects.filter(pk=world.root.pk).update(is_superuser=False)
+    world.root.is_superuser = False
+    world.root.save()  # a change made in this process is seen at once
 
+    assert identity_of(request_with(bearer(token))).is_superuser is False
+
+
+def test_a_user_changed_elsewhere_is_seen_when_the_cached_user_expires(
+    world: World, settings: Settings
+) -> None:
+    token = token_make(user=world.root)
+    assert identity_of(request_with(bearer(token))).is_superuser is True
+    User.objects.filter(pk=world.root.pk).update(is_superuser=False)  # another process's change
+
+    assert identity_of(request_with(bearer(token))).is_superuser is True, "cached"
+    settings.QUAY_GEO_CACHE_SECONDS = 0  # the lifetime ends
+    region_cache.reset()
     assert identity_of(request_with(bearer(token))).is_superuser is False
 
 

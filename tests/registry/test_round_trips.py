@@ -1,0 +1,128 @@
+"""What each registry request asks the database: a far region pays a round trip per statement.
+
+Counts, not timings (docs/PERFORMANCE.md measures the seconds): a warm pull asks nothing, a
+push one or two statements per request. The budgets are those of issue 13 and
+docs/architecture.md ("Geography").
+"""
+
+import json
+import os
+from typing import Any
+
+import pytest
+from django.db import connection
+from pytest_django import DjangoAssertNumQueries
+
+from replication.regioncache import region_cache
+from tests.registry.conftest import Api, Image, Memory, sha256
+
+pytestmark = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="the one-statement commits are PostgreSQL's; make test runs on PostgreSQL in CI",
+)
+
+
+def _statements(queries: Any) -> list[str]:
+    return [query["sql"].split()[0].upper() for query in queries.captured_queries]
+
+
+def test_a_warm_blob_head_and_get_ask_the_database_nothing(
+    api: Api, memory: Memory, django_assert_num_queries: DjangoAssertNumQueries
+) -> None:
+    data = os.urandom(300)
+    digest = api.blob_push("alice/app", data)
+    api.call("HEAD", f"/v2/alice/app/blobs/{digest}")  # the cold path fills the region cache
+
+    with django_assert_num_queries(0):
+        head = api.call("HEAD", f"/v2/alice/app/blobs/{digest}")
+        got = api.call("GET", f"/v2/alice/app/blobs/{digest}")
+
+    assert head.status_code == 200
+    assert head["Content-Length"] == "300"
+    assert b"".join(got.streaming_content) == data
+
+
+def test_a_warm_manifest_get_by_tag_and_by_digest_asks_the_database_nothing(
+    api: Api, image: Image, django_assert_num_queries: DjangoAssertNumQueries
+) -> None:
+    pushed = api.manifest_push("alice/app", "v1", image.manifest)
+    assert pushed.status_code == 201
+
+    with django_assert_num_queries(0):  # the push itself filled the region cache
+        by_tag = api.call("GET", "/v2/alice/app/manifests/v1")
+        by_digest = api.call("GET", f"/v2/alice/app/manifests/{image.digest}")
+
+    assert by_tag.content == by_digest.content == image.content
+    assert by_tag["Docker-Content-Digest"] == image.digest
+
+
+def test_a_cold_blob_head_asks_one_query(
+    api: Api, memory: Memory, django_assert_num_queries: DjangoAssertNumQueries
+) -> None:
+    digest = api.blob_push("alice/app", os.urandom(100))
+    region_cache.delete([f"b:{digest}", f"l:alice/app:{digest}"])
+
+    with django_assert_num_queries(1):
+        assert api.call("HEAD", f"/v2/alice/app/blobs/{digest}").status_code == 200
+
+
+def test_an_upload_in_three_requests_costs_one_two_and_two_statements(
+    api: Api, memory: Memory, django_assert_num_queries: DjangoAssertNumQueries
+) -> None:
+    data = os.urandom(5000)
+    api.token("repository:alice/app:pull,push,delete")  # the token is its own request
+    api.call("POST", "/v2/alice/app/blobs/uploads/")  # the repository exists and is cached
+
+    with django_assert_num_queries(1):  # the session row
+        started = api.call("POST", "/v2/alice/app/blobs/uploads/")
+    with django_assert_num_queries(2) as patching:  # claim and read; the new state
+        patched = api.call("PATCH", started["Location"], data)
+    with django_assert_num_queries(2) as finishing:  # claim and read; the blob in one statement
+        done = api.call("PUT", patched["Location"], query={"digest": sha256(data)})
+
+    assert (started.status_code, patched.status_code, done.status_code) == (202, 202, 201)
+    assert _statements(patching) == ["UPDATE", "UPDATE"]
+    assert _statements(finishing) == ["UPDATE", "WITH"]
+
+
+def test_a_monolithic_upload_costs_one_statement(
+    api: Api, memory: Memory, django_assert_num_queries: DjangoAssertNumQueries
+) -> None:
+    data = os.urandom(700)
+    api.call("POST", "/v2/alice/app/blobs/uploads/")  # token and repository
+
+    with django_assert_num_queries(1):
+        done = api.call(
+            "POST", "/v2/alice/app/blobs/uploads/", data, query={"digest": sha256(data)}
+        )
+
+    assert done.status_code == 201
+
+
+def test_an_image_manifest_push_costs_two_statements(
+    api: Api, image: Image, django_assert_num_queries: DjangoAssertNumQueries
+) -> None:
+    content = json.dumps(image.manifest).encode()
+
+    with django_assert_num_queries(2) as pushing:  # its references; then everything else
+        pushed = api.call(
+            "PUT",
+            "/v2/alice/app/manifests/v1",
+            content,
+            content_type="application/vnd.oci.image.manifest.v1+json",
+        )
+
+    assert pushed.status_code == 201
+    assert _statements(pushing) == ["SELECT", "WITH"]
+
+
+def test_a_warm_token_request_asks_the_database_nothing(
+    api: Api, memory: Memory, django_assert_num_queries: DjangoAssertNumQueries
+) -> None:
+    api.token("repository:alice/app:pull")  # verifies the password (PBKDF2) and the role once
+    api.tokens.clear()
+
+    with django_assert_num_queries(0):
+        token = api.token("repository:alice/app:pull")
+
+    assert token
