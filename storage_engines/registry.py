@@ -1,39 +1,44 @@
-"""The table of engines and the one factory that builds them."""
+"""The table of engines and the one factory that builds them.
+
+The table names each class by its import path: an engine's module (and its SDK: boto3,
+google-cloud-storage, python-swiftclient, tens of MB each) is imported the first time a location
+of that kind is used, so a web process that serves one kind of store does not carry the others.
+"""
 
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
+
+from django.utils.module_loading import import_string
 
 from .base import StorageEngine
 from .errors import UnknownEngineKind
-from .gcs import GCSEngine
-from .local import LocalEngine
-from .memory import MemoryEngine
 from .options import options_clean
-from .radosgw import RadosGWEngine
-from .s3 import S3Engine
-from .swift import SwiftEngine
 
-ENGINES: dict[str, type[StorageEngine]] = {
-    "s3": S3Engine,
-    "radosgw": RadosGWEngine,
-    "gcs": GCSEngine,
-    "swift": SwiftEngine,
-    "local": LocalEngine,
-    "memory": MemoryEngine,
+ENGINES: dict[str, str] = {
+    "s3": "storage_engines.s3.S3Engine",
+    "radosgw": "storage_engines.radosgw.RadosGWEngine",
+    "gcs": "storage_engines.gcs.GCSEngine",
+    "swift": "storage_engines.swift.SwiftEngine",
+    "local": "storage_engines.local.LocalEngine",
+    "memory": "storage_engines.memory.MemoryEngine",
 }
 
 #: The kinds an operator may configure (the in-memory engine is for tests only).
 CONFIGURABLE_KINDS = ("s3", "radosgw", "gcs", "swift", "local")
 
 
+@cache
 def engine_class(kind: str) -> type[StorageEngine]:
     """Return the engine class of a kind, or raise UnknownEngineKind naming it."""
     try:
-        return ENGINES[kind]
+        path = ENGINES[kind]
     except KeyError:
         raise UnknownEngineKind(
             f"unknown storage engine kind {kind!r}; known kinds: {', '.join(sorted(ENGINES))}"
         ) from None
+    engine: type[StorageEngine] = import_string(path)
+    return engine
 
 
 def engine_create(*, kind: str, location_id: str, options: Mapping[str, Any]) -> StorageEngine:
