@@ -31,17 +31,20 @@ the request), plus those of ``registry.tokens``.
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from rest_framework.request import Request
 
 from . import errors, permissions
 from .accounts import user_active_get
 from .models import Repository
 from .tokens import TokenInvalid, token_verify
+
+if TYPE_CHECKING:  # the registry's own routes never load DRF: a web worker saves its memory
+    from rest_framework.request import Request
 
 logger = logging.getLogger(__name__)
 
@@ -65,18 +68,18 @@ class Identity:
 ANONYMOUS = Identity()
 
 
-def service_of(request: HttpRequest | Request) -> str:
+def service_of(request: "HttpRequest | Request") -> str:
     """Return the service name: the token audience announced in challenges."""
     return str(getattr(settings, "QUAY_GEO_REGISTRY_SERVICE", "") or request.get_host())
 
 
-def realm_of(request: HttpRequest | Request) -> str:
+def realm_of(request: "HttpRequest | Request") -> str:
     """Return the absolute URL of the token endpoint, as the client reached this registry."""
     return request.build_absolute_uri(TOKEN_PATH)
 
 
 def challenge(
-    request: HttpRequest | Request,
+    request: "HttpRequest | Request",
     *,
     repository: str | None = None,
     actions: Iterable[str] = (),
@@ -96,7 +99,7 @@ def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _bearer_token(request: HttpRequest | Request) -> str | None:
+def _bearer_token(request: "HttpRequest | Request") -> str | None:
     """Return the bearer token sent, None if no Bearer header was sent."""
     scheme, _, credentials = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     if scheme.lower() != "bearer":
@@ -104,7 +107,7 @@ def _bearer_token(request: HttpRequest | Request) -> str | None:
     return credentials.strip()
 
 
-def identity_of(request: HttpRequest | Request) -> Identity:
+def identity_of(request: "HttpRequest | Request") -> Identity:
     """Return the caller's identity, verified once per request; raise Unauthorized if bad."""
     base = getattr(request, "_request", request)  # a DRF Request wraps the HttpRequest
     cached = getattr(base, _CACHE_ATTRIBUTE, None)
@@ -115,7 +118,7 @@ def identity_of(request: HttpRequest | Request) -> Identity:
     return identity
 
 
-def _identity_verify(request: HttpRequest | Request) -> Identity:
+def _identity_verify(request: "HttpRequest | Request") -> Identity:
     token = _bearer_token(request)
     if token is None:
         return ANONYMOUS
@@ -139,7 +142,7 @@ def _identity_verify(request: HttpRequest | Request) -> Identity:
     return Identity(user=user, scopes=scopes, is_superuser=user is not None and user.is_superuser)
 
 
-def _invalid_token(request: HttpRequest | Request, reason: str) -> errors.OCIError:
+def _invalid_token(request: "HttpRequest | Request", reason: str) -> errors.OCIError:
     logger.info("refused bearer token from %s: %s", request.META.get("REMOTE_ADDR"), reason)
     return errors.Unauthorized(
         message=f"authentication failed: {reason}",
@@ -148,7 +151,7 @@ def _invalid_token(request: HttpRequest | Request, reason: str) -> errors.OCIErr
 
 
 def access_require(
-    request: HttpRequest | Request, repository: str, actions: Iterable[str]
+    request: "HttpRequest | Request", repository: str, actions: Iterable[str]
 ) -> Identity:
     """Return the caller's identity if their token grants ``actions`` on ``repository``.
 
@@ -184,7 +187,7 @@ def access_require(
     )
 
 
-def registry_root_require(request: HttpRequest | Request) -> Identity:
+def registry_root_require(request: "HttpRequest | Request") -> Identity:
     """Return the caller's identity if they sent a valid bearer token; raise Unauthorized if not."""
     identity = identity_of(request)
     if _bearer_token(request) is None:
