@@ -84,6 +84,9 @@ DATABASES = {
 # Persistent connections: opening one per request cost a third of a metadata request's time.
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
 DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Health checks only for connections idle for a while (quay_geo/postgresql/base.py).
+    DATABASES["default"]["ENGINE"] = "quay_geo.postgresql"
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so that server processes started by end-to-end tests share it.
     # One file per test run, so that concurrent runs never share one.
