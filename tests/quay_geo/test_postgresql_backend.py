@@ -24,6 +24,18 @@ def _request_cycle(*, then_query: bool) -> list[str]:
     return [query["sql"] for query in captured.captured_queries]
 
 
+def _pings_counted(wrapper: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    pings: list[int] = []
+    original = wrapper.is_usable
+
+    def counted() -> bool:
+        pings.append(1)
+        return bool(original())
+
+    monkeypatch.setattr(wrapper, "is_usable", counted)
+    return pings
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_connection_that_just_served_a_request_is_not_pinged(
     monkeypatch: pytest.MonkeyPatch,
@@ -32,9 +44,7 @@ def test_a_connection_that_just_served_a_request_is_not_pinged(
     assert isinstance(wrapper, base.DatabaseWrapper)
     wrapper.ensure_connection()
     monkeypatch.setattr(wrapper, "health_check_enabled", True)
-    pings: list[Any] = []
-    original = wrapper.is_usable
-    monkeypatch.setattr(wrapper, "is_usable", lambda: pings.append(1) or original())
+    pings = _pings_counted(wrapper, monkeypatch)
     _request_cycle(then_query=True)  # proves the connection
     pings.clear()
 
@@ -50,10 +60,9 @@ def test_a_connection_idle_for_longer_than_the_bound_is_pinged(
     wrapper = connections["default"]
     wrapper.ensure_connection()
     monkeypatch.setattr(wrapper, "health_check_enabled", True)
-    pings: list[Any] = []
-    original = wrapper.is_usable
-    monkeypatch.setattr(wrapper, "is_usable", lambda: pings.append(1) or original())
+    pings = _pings_counted(wrapper, monkeypatch)
     _request_cycle(then_query=True)
+    assert isinstance(wrapper, base.DatabaseWrapper)
     monkeypatch.setattr(wrapper, "_proven_at", wrapper._proven_at - base.HEALTH_CHECK_AFTER)
 
     _request_cycle(then_query=True)
