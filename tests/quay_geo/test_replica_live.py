@@ -151,7 +151,7 @@ def site(pgpair: PgPair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     )
     manage(primary, "addlocation", "disk", "--kind", "local", "--option", f"storage_path={store}")
     site = Site(pgpair, primary, standby)
-    with server(site, replica=False) as url:
+    with server(site, False) as url:
         Registry(url, "alice").push(REPOSITORY, "base")
     manage(primary, "setrepovisibility", REPOSITORY, "public")
     pgpair.wait_replayed()
@@ -171,7 +171,7 @@ def _standby_restored(pgpair: PgPair) -> Iterator[None]:
 
 
 @contextmanager
-def server(site: Site, *, replica: bool = True, workers: int = 1, **env: str) -> Iterator[str]:
+def server(site: Site, replica: bool = True, /, **env: str) -> Iterator[str]:
     """Run gunicorn on the private primary (and its standby as the replica); yield its URL."""
     settings = {
         "DATABASE_URL": site.primary,
@@ -180,7 +180,7 @@ def server(site: Site, *, replica: bool = True, workers: int = 1, **env: str) ->
         "QUAY_GEO_HEARTBEAT_SECONDS": "1",
         **env,
     }
-    with live.gunicorn(workers=workers, **settings) as url:
+    with live.gunicorn(workers=1, **settings) as url:
         yield url
 
 
