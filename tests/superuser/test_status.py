@@ -284,7 +284,7 @@ def test_instances_show_their_replica_state_and_lag(admin_client: Any, two_regio
 
     assert 'title="pg-replica-eu:5432/quay">lagging</span>' in html
     assert "lag 7.2 s of 5 s" in html
-    assert 'title="no DATABASE_REPLICA_URL: every query goes to the primary">–' in html
+    assert 'title="no DATABASE_REPLICA_URL: every query goes to the primary">\u2013' in html
 
 
 def test_heartbeat_records_the_replica_status_of_this_process(db: Any, settings: Any) -> None:
