@@ -146,8 +146,9 @@ DATABASE_ROUTERS = ["quay_geo.replica.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (https://docs.djangoproject.com/en/5.2/topics/cache/#redis) --------------------------
-# A Redis in this instance's region, shared by its processes: read-your-writes marks
-# (quay_geo/replica.py) and rate-limit counters then hold across web processes. Unset: each
+# A Redis in this instance's region, shared by its processes: the region cache's second level
+# (replication/regioncache.py), read-your-writes marks (quay_geo/replica.py) and rate-limit
+# counters then hold across web processes. Unset: each
 # process has its own memory cache, and a client whose next request lands in another process
 # may read the replica before it has replayed the client's write.
 QUAY_GEO_REGION_CACHE_URL = env.str("QUAY_GEO_REGION_CACHE_URL", default="")

@@ -178,6 +178,10 @@ def server(site: Site, replica: bool = True, /, **env: str) -> Iterator[str]:
         "DATABASE_REPLICA_URL": site.standby if replica else "",
         "DATABASE_CONN_MAX_AGE": "60",
         "QUAY_GEO_HEARTBEAT_SECONDS": "1",
+        # The region cache off: every read here is the router's (a write-through cache entry
+        # would answer a pull without asking any database, hiding what the router did).
+        "QUAY_GEO_CACHE_SECONDS": "0",
+        "QUAY_GEO_TAG_CACHE_SECONDS": "0",
         **env,
     }
     with live.gunicorn(workers=1, **settings) as url:
