@@ -64,3 +64,20 @@ def check_broker_url(app_configs: Sequence[Any] | None, **kwargs: Any) -> list[C
             id="quay_geo.E003",
         )
     ]
+
+
+@register()
+def check_replica_timing(app_configs: Sequence[Any] | None, **kwargs: Any) -> list[CheckMessage]:
+    period = float(settings.DATABASE_REPLICA_CHECK_SECONDS)
+    bound = float(settings.DATABASE_REPLICA_MAX_LAG_SECONDS)
+    if 0 < period < bound:
+        return []
+    return [
+        Error(
+            f"DATABASE_REPLICA_MAX_LAG_SECONDS ({bound:g}) must exceed "
+            f"DATABASE_REPLICA_CHECK_SECONDS ({period:g}), which must be positive.",
+            hint="A replica is known caught up once per check: a bound under the period makes "
+            "every replica look behind. The defaults are 5 and 1.",
+            id="quay_geo.E004",
+        )
+    ]

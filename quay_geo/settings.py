@@ -7,7 +7,9 @@ Misconfiguration is reported by the system checks in ``quay_geo/checks.py``.
 """
 
 import os
+import warnings
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -56,6 +58,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "replication.heartbeat.HeartbeatMiddleware",
+    "quay_geo.replica.ReplicaMiddleware",  # last: it may answer a view again from the primary
 ]
 
 ROOT_URLCONF = "quay_geo.urls"
@@ -77,9 +80,34 @@ TEMPLATES = [
     },
 ]
 
+
 # --- Database (https://django-environ.readthedocs.io/en/latest/types.html#environ-env-db-url) --
+def _database_url(variable: str, value: str) -> dict[str, Any]:
+    """Return Django's settings of one database URL; refuse an empty or unknown one by name."""
+    if not value.strip():
+        raise ImproperlyConfigured(
+            f"{variable} is set but empty; give a URL such as postgres://user:pass@host:5432/name"
+        )
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    try:
+        with warnings.catch_warnings():  # django-environ's warning would print the password
+            warnings.simplefilter("ignore")
+            config = dict(environ.Env.db_url_config(value))
+    except (KeyError, ValueError):
+        config = {}
+    if config.get("ENGINE") not in environ.Env.DB_SCHEMES.values():
+        raise ImproperlyConfigured(  # never the URL itself: it holds a password
+            f"{variable} is not a database URL (scheme {scheme!r}); "
+            "use postgres://user:pass@host:5432/name"
+        )
+    return config
+
+
 DATABASES = {
-    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'quay-geo.sqlite3'}"),
+    "default": _database_url(
+        "DATABASE_URL",
+        env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'quay-geo.sqlite3'}"),
+    ),
 }
 # Persistent connections: opening one per request cost a third of a metadata request's time.
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
@@ -94,7 +122,50 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
+
+# A PostgreSQL streaming replica in this instance's region (quay_geo/replica.py, and
+# docs/operations.md "A far region and its read replica"). Empty: every query goes to
+# DATABASE_URL. The registry API's reads go to the replica while it has replayed the primary up
+# to DATABASE_REPLICA_MAX_LAG_SECONDS ago (checked every DATABASE_REPLICA_CHECK_SECONDS), and
+# the caller has written nothing the replica has not replayed yet.
+DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+DATABASE_REPLICA_MAX_LAG_SECONDS = env.float("DATABASE_REPLICA_MAX_LAG_SECONDS", default=5.0)
+DATABASE_REPLICA_CHECK_SECONDS = env.float("DATABASE_REPLICA_CHECK_SECONDS", default=1.0)
+if DATABASE_REPLICA_URL.strip():
+    DATABASES["replica"] = _database_url("DATABASE_REPLICA_URL", DATABASE_REPLICA_URL)
+    if "postgresql" not in str(DATABASES["replica"]["ENGINE"]):
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL must name a PostgreSQL streaming replica")
+    DATABASES["replica"]["CONN_MAX_AGE"] = DATABASES["default"]["CONN_MAX_AGE"]
+    DATABASES["replica"]["CONN_HEALTH_CHECKS"] = True
+    # A replica that does not answer is skipped: a short connect timeout keeps that quick.
+    DATABASES["replica"].setdefault("OPTIONS", {})["connect_timeout"] = env.int(
+        "DATABASE_REPLICA_CONNECT_TIMEOUT", default=2
+    )
+    # Tests create no database on the replica (a standby is read-only): the alias reads the
+    # default test database, and the router sends its reads to "default" (the same database).
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["quay_geo.replica.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache (https://docs.djangoproject.com/en/5.2/topics/cache/#redis) --------------------------
+# A Redis in this instance's region, shared by its processes: the region cache's second level
+# (replication/regioncache.py), read-your-writes marks (quay_geo/replica.py) and rate-limit
+# counters then hold across web processes. Unset: each
+# process has its own memory cache, and a client whose next request lands in another process
+# may read the replica before it has replayed the client's write.
+QUAY_GEO_REGION_CACHE_URL = env.str("QUAY_GEO_REGION_CACHE_URL", default="")
+if QUAY_GEO_REGION_CACHE_URL.strip():
+    if not QUAY_GEO_REGION_CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(
+            "QUAY_GEO_REGION_CACHE_URL must be a Redis URL (redis://host:6379/0)"
+        )
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": QUAY_GEO_REGION_CACHE_URL,
+            "KEY_PREFIX": "quay-geo",
+        }
+    }
 
 # --- Security (https://docs.djangoproject.com/en/5.2/topics/security/) -------------------------
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)

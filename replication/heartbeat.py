@@ -1,11 +1,12 @@
 """Heartbeats: every web and worker process says who it is and which locations it reaches.
 
-Each process writes one ``InstanceHeartbeat`` row (host, role, storage preference, version, and
-the outcome of its last probe of every location). The ``/superuser`` status tab shows them as a
-matrix of instances by locations, so a region that cannot reach some engine shows before it
-breaks replication. Web processes beat from :class:`HeartbeatMiddleware` (in a background
-thread, never delaying a request); a worker beats from a thread started on ``worker_ready``,
-and the ``replication.heartbeat`` task is there for beat schedules.
+Each process writes one ``InstanceHeartbeat`` row (host, role, storage preference, version, the
+outcome of its last probe of every location, and its database replica's state and lag). The
+``/superuser`` status tab shows them as a matrix of instances by locations, so a region that
+cannot reach some engine shows before it breaks replication. Web processes beat from
+:class:`HeartbeatMiddleware` (in a background thread, never delaying a request); a worker beats
+from a thread started on ``worker_ready``, and the ``replication.heartbeat`` task is there for
+beat schedules.
 """
 
 import logging
@@ -24,6 +25,8 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+
+from quay_geo.replica import replica_status, replicas
 
 from . import health
 from .config import probes_run
@@ -101,6 +104,7 @@ def heartbeat_record(
     if probe and now - _last_probe.get(key, -interval) >= interval:
         _last_probe[key] = now
         reachable = _reachability(timeout)
+    replicas.monitor_ensure()  # a worker serves no request that would start it
     beat, _ = InstanceHeartbeat.objects.update_or_create(
         instance_id=key,
         defaults={
@@ -109,6 +113,7 @@ def heartbeat_record(
             "preference": _preference()[:500],
             "version": _version()[:32],
             "reachable": reachable,
+            "replica": replica_status(),
             "seen_at": timezone.now(),
         },
     )

@@ -241,6 +241,8 @@ class InstanceHeartbeat(models.Model):
     preference = models.CharField(max_length=500, blank=True, default="")
     version = models.CharField(max_length=32, blank=True, default="")
     reachable = models.JSONField(default=dict, blank=True)
+    # quay_geo.replica.replica_status(): host, port, database, state and lag; never a password.
+    replica = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     seen_at = models.DateTimeField()
 

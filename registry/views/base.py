@@ -9,6 +9,8 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
+from quay_geo.replica import replica_failed
+
 from .. import auth, errors
 from ..errors import OCIError
 from ..ratelimit import client_key, limit_per_minute, rate_check
@@ -93,7 +95,9 @@ class RegistryView(View):
             response = _insufficient_scope_refused(exc).response()
         except OCIError as exc:
             response = exc.response()
-        except Exception:
+        except Exception as exc:
+            if replica_failed(exc):
+                raise  # quay_geo.replica.ReplicaMiddleware answers again from the primary
             logger.exception("unexpected error answering %s %s", request.method, request.path)
             response = InternalError().response()
         response[API_VERSION[0]] = API_VERSION[1]

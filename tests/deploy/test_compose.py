@@ -422,3 +422,36 @@ def test_migrate_runs_the_start_up_steps_of_make_run_in_the_same_order(
     assert steps(migrate) == steps(RUN_SH.read_text())
     for location in REGIONS.values():
         assert re.search(rf"addlocation {location} --kind s3 --default --if-missing", migrate)
+
+
+# --- region eu's read replica -------------------------------------------------------------------
+
+
+def test_region_eu_reads_its_own_streaming_replica_of_the_primary(
+    rendered: dict[str, Any],
+) -> None:
+    services, volumes = rendered["services"], set(rendered["volumes"])
+    replica, primary = services["postgres-replica-eu"], services["postgres"]
+    start = _command(replica)
+    init_script = ROOT / "deploy" / "postgres" / "replication.sh"
+
+    assert replica["image"] == primary["image"]
+    assert re.search(r"pg_basebackup -h postgres -U replicator .*-R .*-S replica_eu", start, re.S)
+    assert "hot_standby=on" in start
+    assert _mounts(replica)["/var/lib/postgresql/data"][0] in volumes
+    assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "wal_level=replica" in _command(primary)
+    mounted = _mounts(primary)["/docker-entrypoint-initdb.d/50-replication.sh"]
+    assert Path(mounted[0]).name == init_script.name
+    script = init_script.read_text()
+    assert "WITH REPLICATION LOGIN" in script
+    assert "pg_create_physical_replication_slot('replica_eu')" in script
+    assert "host replication replicator all scram-sha-256" in script
+    for role in ("web", "worker"):
+        eu, us = services[f"{role}-eu"], services[f"{role}-us"]
+        assert re.fullmatch(
+            r"postgres://[^@]+@postgres-replica-eu:5432/quaygeo",
+            eu["environment"]["DATABASE_REPLICA_URL"],
+        )
+        assert eu["environment"]["QUAY_GEO_REGION_CACHE_URL"].startswith("redis://")
+        assert "DATABASE_REPLICA_URL" not in us["environment"]  # us is the primary's region

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from quay_geo.replica import replica_status
 from replication import heartbeat
 from replication.backfill import backfill_start
 from replication.models import (
@@ -256,3 +257,41 @@ def test_heartbeat_task_is_registered_under_its_name() -> None:
 
     assert heartbeat.heartbeat_task.name == "replication.heartbeat"
     assert "replication.heartbeat" in app.tasks
+
+
+def test_instances_show_their_replica_state_and_lag(admin_client: Any, two_regions: Any) -> None:
+    now = timezone.now()
+    InstanceHeartbeat.objects.create(
+        instance_id="eu-host:1:web",
+        host="eu-host",
+        role="web",
+        replica={
+            "configured": True,
+            "host": "pg-replica-eu",
+            "port": "5432",
+            "dbname": "quay",
+            "state": "lagging",
+            "lag_seconds": 7.24,
+            "max_lag_seconds": 5.0,
+            "error": "",
+        },
+        seen_at=now,
+    )
+    InstanceHeartbeat.objects.create(
+        instance_id="us-host:2:web", host="us-host", role="web", seen_at=now
+    )
+
+    html = admin_client.get("/superuser/status/").content.decode()
+
+    assert 'title="pg-replica-eu:5432/quay">lagging</span>' in html
+    assert "lag 7.2 s of 5 s" in html
+    assert 'title="no DATABASE_REPLICA_URL: every query goes to the primary">\u2013' in html
+
+
+def test_heartbeat_records_the_replica_status_of_this_process(db: Any, settings: Any) -> None:
+    settings.QUAY_GEO_HEARTBEAT_SECONDS = 30
+
+    beat = heartbeat.heartbeat_record(role="web", probe=False)
+
+    assert beat.replica == replica_status()
+    assert beat.replica["state"] == "none"  # the test run has no replica apart from its database
