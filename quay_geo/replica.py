@@ -303,9 +303,7 @@ def replica_failed(exc: BaseException) -> bool:
     )
 
 
-def read_or_primary(
-    fn: Callable[[], T | None], *, not_found: tuple[type[BaseException], ...] = ()
-) -> T | None:
+def read_or_primary(fn: Callable[[], T], *, not_found: tuple[type[BaseException], ...] = ()) -> T:
     """Return ``fn()``; on a miss (None or ``not_found``) read on the replica, ask the primary."""
     if not replicas.reads_replica():
         return fn()

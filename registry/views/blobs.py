@@ -2,9 +2,10 @@
 
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 
+from quay_geo.replica import read_or_primary
 from storage_engines.streams import CHUNK
 
-from .. import auth
+from .. import auth, errors
 from ..names import digest_parse, name_check
 from ..ranges import RangeNotSatisfiable, range_parse
 from ..selectors import blob_for_pull, repository_get
@@ -28,7 +29,13 @@ class BlobView(RegistryView):
         name_check(name)
         wanted = str(digest_parse(digest))
         auth.access_require(request, name, ["pull"])
-        blob, present = blob_for_pull(name=name, digest=wanted)
+        # A miss on a lagging replica asks the primary: a push elsewhere in the region is seen.
+        found = read_or_primary(
+            lambda: blob_for_pull(name=name, digest=wanted),
+            not_found=(errors.BlobUnknown, errors.NameUnknown),
+        )
+        assert found is not None
+        blob, present = found
         try:
             byte_range = range_parse(request.headers.get("Range"), blob.size)
         except RangeNotSatisfiable:

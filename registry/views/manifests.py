@@ -2,6 +2,8 @@
 
 from django.http import HttpRequest, HttpResponseBase
 
+from quay_geo.replica import read_or_primary
+
 from .. import auth, errors
 from ..names import digest_parse, is_digest_reference, name_check
 from ..selectors import manifest_get, repository_get
@@ -21,7 +23,12 @@ class ManifestView(RegistryView):
         if is_digest_reference(reference):
             digest_parse(reference)
         auth.access_require(request, name, ["pull"])
-        manifest = manifest_get(name=name, reference=reference)
+        # A miss on a lagging replica asks the primary: a push elsewhere in the region is seen.
+        manifest = read_or_primary(
+            lambda: manifest_get(name=name, reference=reference),
+            not_found=(errors.ManifestUnknown, errors.NameUnknown),
+        )
+        assert manifest is not None
         return answer(
             200,
             {"Docker-Content-Digest": manifest.digest},
