@@ -22,9 +22,10 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "memory": ("memory", {}),
     "metadata-fs": ("metadata", {"storage": "fs"}),
     "metadata-s3": ("metadata", {"storage": "s3"}),
+    "geo": ("far_region", {}),
 }
 #: ``all --quick`` (run by ``make test``) runs every module once with small sizes.
-QUICK_CASES = ("push-pull-s3", "replication", "lag", "backfill", "memory", "metadata-fs")
+QUICK_CASES = ("push-pull-s3", "replication", "lag", "backfill", "memory", "metadata-fs", "geo")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="backfill: blobs in the database (default 1,000,000, quick 10,000)",
     )
+    parser.add_argument(
+        "--replica",
+        action="store_true",
+        help="geo: a far process that reads from a region-local hot standby (always in a full run)",
+    )
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else 3)
     cases = (QUICK_CASES if args.quick else tuple(CASES)) if "all" in args.cases else args.cases
@@ -51,17 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     fresh_dir(STATE)
     with services():
         for case in cases:
-            run_case(case, args.quick, runs, args.blobs)
+            run_case(case, args.quick, runs, args.blobs, args.replica)
     return 0
 
 
-def run_case(case: str, quick: bool, runs: int, blobs: int) -> None:
+def run_case(case: str, quick: bool, runs: int, blobs: int, replica: bool = False) -> None:
     """Run one case and say how long it took."""
     started = time.monotonic()
     print(f"== {case} ({'quick' if quick else f'{runs} runs'})", flush=True)
     module_name, kwargs = CASES[case]
     if module_name == "backfill":
         kwargs = {**kwargs, "blobs": blobs or (10_000 if quick else 1_000_000)}
+    if module_name == "far_region":
+        kwargs = {**kwargs, "replica": replica or not quick}
     module = importlib.import_module(f".{module_name}", __package__)
     module.run(quick=quick, runs=runs, **kwargs)
     print(f"== {case} done in {time.monotonic() - started:.1f}s", flush=True)

@@ -186,6 +186,22 @@ def compare_table(
     return "\n".join(lines)
 
 
+def sides_table(summaries: dict[str, dict[str, dict[str, float]]], metrics: list[str]) -> str:
+    """Render ``{side: {metric: summary}}`` as a Markdown table, a row per metric, sides across."""
+    sides = list(summaries)
+    lines = [
+        "| metric | " + " | ".join(f"{side} median (min to max)" for side in sides) + " |",
+        "|---|" + "---|" * len(sides),
+    ]
+    for metric in metrics:
+        cells = [
+            f"**{_fmt(stats['median'])}** ({_span(stats)})" if stats else "—"
+            for stats in (summaries[side].get(metric) for side in sides)
+        ]
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown(path: Path) -> str:
     """Render a result file as Markdown tables, whichever of the three shapes it has."""
     data = json.loads(path.read_text())
@@ -199,6 +215,9 @@ def markdown(path: Path) -> str:
     if "quay-geo" in summaries:  # against one peer
         ours, theirs = summaries["quay-geo"], summaries["distribution"]
         return compare_table([(m, peer, ours[m], theirs[m]) for m in ours], "")
+    if "median" in next(iter(first.values())):  # several sides, no peer (case 7)
+        metrics = list(dict.fromkeys(m for per in summaries.values() for m in per))
+        return sides_table(summaries, metrics)
     tables = []  # several pairs, each against the peer
     for pair, sides in summaries.items():
         (other,) = (side for side in sides if side != "quay-geo")

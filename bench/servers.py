@@ -99,39 +99,73 @@ def services() -> Iterator[None]:
         yield
 
 
+def _pg_bindir() -> Path:
+    bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bindirs:
+        raise RuntimeError("PostgreSQL is not installed (Debian package postgresql)")
+    return bindirs[-1].parent
+
+
+def _pg_datadir(name: str) -> tuple[Path, list[str]]:
+    """Return a new data directory and the command prefix that runs the server tools on it."""
+    if os.getuid() != 0:
+        return fresh_dir(STATE / name), []
+    # initdb and postgres refuse to run as root. A directory of its own under the system temp
+    # dir: the postgres user must be able to reach it, and the state directory may sit below a
+    # root-only one (pytest's tmp_path).
+    data = Path(tempfile.mkdtemp(prefix=f"quay-geo-bench-{name}-"))
+    shutil.chown(data, "postgres")
+    return data, ["runuser", "-u", "postgres", "--"]
+
+
+@contextmanager
+def _pg_server(data: Path, as_owner: list[str], name: str) -> Iterator[str]:
+    """Run the cluster in ``data`` on a free port until the block ends; yield its URL."""
+    port = free_port()
+    command = [*as_owner, str(_pg_bindir() / "postgres"), "-D", str(data), "-p", str(port)]
+    options = ["-k", str(data), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]
+    server = spawn([*command, *options], STATE / "logs" / f"{name}.log")
+    try:
+        _wait_until(["pg_isready", "-h", "127.0.0.1", "-p", str(port)], server, f"private {name}")
+        yield f"postgres://postgres@127.0.0.1:{port}"
+    finally:
+        stop(server, timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
+
+
 @contextmanager
 def _postgres() -> Iterator[str]:
     given = os.environ.get("QUAY_GEO_BENCH_PG")
     if given:
         yield given.rstrip("/")
         return
-    bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not bindirs:
-        raise RuntimeError("PostgreSQL is not installed (Debian package postgresql)")
-    bindir = bindirs[-1].parent
-    port = free_port()
-    as_owner: list[str] = []
-    if os.getuid() == 0:  # initdb and postgres refuse to run as root
-        # A directory of its own under the system temp dir: the postgres user must be able to
-        # reach it, and the state directory may sit below a root-only one (pytest's tmp_path).
-        data = Path(tempfile.mkdtemp(prefix="quay-geo-bench-pg-"))
-        shutil.chown(data, "postgres")
-        as_owner = ["runuser", "-u", "postgres", "--"]
-    else:
-        data = fresh_dir(STATE / "pg")
-    init = [*as_owner, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]
-    subprocess.run([*init, "-E", "UTF8"], check=True, capture_output=True, timeout=120)
-    command = [*as_owner, str(bindir / "postgres"), "-D", str(data), "-p", str(port)]
-    options = ["-k", str(data), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]
-    server = spawn([*command, *options], STATE / "logs" / "postgres.log")
-    try:
-        _wait_until(
-            ["pg_isready", "-h", "127.0.0.1", "-p", str(port)], server, "private PostgreSQL"
-        )
-        yield f"postgres://postgres@127.0.0.1:{port}"
-    finally:
-        stop(server, timeout=30)
+    data, as_owner = _pg_datadir("pg")
+    init = [*as_owner, str(_pg_bindir() / "initdb"), "-D", str(data), "-U", "postgres"]
+    subprocess.run(
+        [*init, "-A", "trust", "-E", "UTF8"], check=True, capture_output=True, timeout=120
+    )
+    with _pg_server(data, as_owner, "postgres") as url:
+        yield url
+
+
+@contextmanager
+def standby() -> Iterator[str]:
+    """Run a hot standby of this run's PostgreSQL (``pg_basebackup -R``); yield its URL.
+
+    The standby streams from the primary with the ``primary_conninfo`` that ``-R`` writes, and
+    answers read-only queries (``hot_standby`` is on by default) on a free port of its own.
+    """
+    data, as_owner = _pg_datadir("standby")
+    url = urlsplit(PG)
+    backup = [*as_owner, str(_pg_bindir() / "pg_basebackup"), "-D", str(data), "-R"]
+    backup += ["-X", "stream", "-c", "fast", "-h", url.hostname or "127.0.0.1"]
+    backup += ["-p", str(url.port or 5432), "-U", url.username or "postgres"]
+    done = subprocess.run(backup, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
         shutil.rmtree(data, ignore_errors=True)
+        raise RuntimeError(f"pg_basebackup of {PG} failed:\n{done.stderr[-2000:]}")
+    with _pg_server(data, as_owner, "standby") as standby_url:
+        yield standby_url
 
 
 @contextmanager
