@@ -256,3 +256,12 @@ def test_heartbeat_task_is_registered_under_its_name() -> None:
 
     assert heartbeat.heartbeat_task.name == "replication.heartbeat"
     assert "replication.heartbeat" in app.tasks
+
+
+@pytest.mark.parametrize("value", ["²", "٣", str(10**30), "-1", "x"])
+def test_a_retry_of_a_placement_id_that_is_no_number_is_ignored_not_a_500(
+    admin_client: Any, value: str
+) -> None:
+    response = admin_client.post("/superuser/status/retry/", {"placement": value})
+
+    assert response.status_code == 302
