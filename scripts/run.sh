@@ -128,7 +128,8 @@ gunicorn_for() { # region port preference
     start "web-$1" env QUAY_DISTRIBUTED_STORAGE_PREFERENCE="$3" "$BIN/gunicorn" \
         quay_geo.wsgi:application --bind "127.0.0.1:$2" --workers "$WORKERS" \
         --worker-class gthread --threads 8 --timeout 600 --graceful-timeout 10 \
-        --access-logfile - --name "quay-geo-$1"
+        --access-logfile - --logger-class quay_geo.gunicorn_logging.AccessLogger \
+        --name "quay-geo-$1"
 }
 gunicorn_for us "$US_PORT" us_s3
 gunicorn_for eu "$EU_PORT" eu_s3
