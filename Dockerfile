@@ -45,4 +45,5 @@ CMD ["gunicorn", "quay_geo.wsgi:application", \
      "--bind", "0.0.0.0:8000", \
      "--worker-class", "gthread", "--threads", "8", \
      "--timeout", "600", "--graceful-timeout", "30", \
+     "--logger-class", "quay_geo.gunicorn_logging.AccessLogger", \
      "--worker-tmp-dir", "/dev/shm"]

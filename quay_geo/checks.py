@@ -81,3 +81,22 @@ def check_replica_timing(app_configs: Sequence[Any] | None, **kwargs: Any) -> li
             id="quay_geo.E004",
         )
     ]
+
+
+@register()
+def check_manifest_url_patterns(
+    app_configs: Sequence[Any] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    found: list[CheckMessage] = []
+    for name in ("QUAY_GEO_MANIFEST_URLS_ALLOW", "QUAY_GEO_MANIFEST_URLS_DENY"):
+        try:
+            re.compile(getattr(settings, name, ""))
+        except re.error as exc:
+            found.append(
+                Error(
+                    f"{name} is not a valid regular expression: {exc}.",
+                    hint="Give a Python regular expression, for example ^https://example\\.com/.",
+                    id="quay_geo.E005",
+                )
+            )
+    return found

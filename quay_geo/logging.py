@@ -23,6 +23,9 @@ REQUEST_ID_HEADER = "X-Request-ID"
 #: Ids a client may choose: short, and nothing that could forge a log line or a header.
 _SANE_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 
+#: C0 and C1 controls, DEL, the Unicode line and paragraph separators, and the backslash.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+
 _request_id: ContextVar[str | None] = ContextVar("quay_geo_request_id", default=None)
 
 access_logger = logging.getLogger("quay_geo.request")
@@ -31,6 +34,13 @@ access_logger = logging.getLogger("quay_geo.request")
 _RECORD_ATTRIBUTES = frozenset(
     logging.LogRecord("", logging.INFO, "", 0, "", None, None).__dict__
 ) | {"message", "asctime", "taskName", "request"}
+
+
+def log_escape(text: str) -> str:
+    """Return ``text`` with backslashes and control characters written as ``\\xNN`` escapes."""
+    return _UNPRINTABLE.sub(
+        lambda match: "\\\\" if match.group() == "\\" else f"\\x{ord(match.group()):02x}", text
+    )
 
 
 def request_id_current() -> str | None:
@@ -70,7 +80,7 @@ class RequestIdMiddleware:
             access_logger.info(
                 "%s %s %s",
                 request.method,
-                request.path,
+                log_escape(request.path),  # a %0a in the path must not start a line of text logs
                 response.status_code,
                 extra={
                     "method": request.method,

@@ -316,3 +316,12 @@ LOGGING = {
         "swiftclient": {"level": "ERROR"},
     },
 }
+
+# --- Hardening: input limits (docs/operations.md#input-limits) ----------------------------------
+# Regular expressions (searched, not anchored) a layer URL must match / must not match, as
+# distribution's validation.manifests.urls.allow/deny. URLs are accepted only on
+# non-distributable layers, only http(s), never with a fragment. Empty allow: any such URL.
+QUAY_GEO_MANIFEST_URLS_ALLOW = env.str("QUAY_GEO_MANIFEST_URLS_ALLOW", default="")
+QUAY_GEO_MANIFEST_URLS_DENY = env.str("QUAY_GEO_MANIFEST_URLS_DENY", default="")
+# Most scopes one token request may ask for; more is refused (400) before any password check.
+QUAY_GEO_TOKEN_MAX_SCOPES = env.int("QUAY_GEO_TOKEN_MAX_SCOPES", default=32)

@@ -1,8 +1,9 @@
 """Routes of the registry API (``/v2/``) and its token endpoint.
 
 Repository names contain slashes, so ``<name>`` is matched broadly and checked against the
-spec's grammar in the view: a name out of grammar (uppercase, ``..``, too long) is
-``NAME_INVALID``, never a 404 page.
+spec's grammar in the view: a name out of grammar (uppercase, ``..``, too long, a line feed)
+is ``NAME_INVALID``, never a 404 page. The patterns match any character, line feeds included
+(``.`` does not): a ``%0a`` would otherwise fall through every route to Django's HTML 404.
 """
 
 from django.urls import include, path, re_path
@@ -12,7 +13,7 @@ from .views.listing import CatalogView, ReferrersView, RootView, TagsView, Unkno
 from .views.manifests import ManifestView
 from .views.uploads import UploadsView, UploadView
 
-NAME = r"(?P<name>.+)"
+NAME = r"(?P<name>[\s\S]+)"
 
 urlpatterns = [
     path("", include("registry.auth_urls")),
@@ -34,5 +35,5 @@ urlpatterns = [
         ReferrersView.as_view(),
         name="registry-referrers",
     ),
-    re_path(r"^v2(?:/(?P<rest>.*))?$", UnknownRouteView.as_view(), name="registry-unknown"),
+    re_path(r"^v2(?:/(?P<rest>[\s\S]*))?$", UnknownRouteView.as_view(), name="registry-unknown"),
 ]

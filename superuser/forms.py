@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from django import forms
 from django.forms.fields import InvalidJSONInput
+from django.forms.formsets import TOTAL_FORM_COUNT
 from django.forms.utils import ErrorDict
 
 from replication.config import CARD, LocationSpec, SaveResult, StorageConfig
@@ -19,6 +20,16 @@ from storage_engines.registry import CONFIGURABLE_KINDS, engine_class
 
 KIND_LABELS = dict(EngineKind.choices)
 CLEAR_SUFFIX = "__clear"
+#: Most storage cards one page may hold; more is refused before any card is built.
+CARDS_MAX = 100
+
+
+def whole_number(raw: Any) -> int | None:
+    """Return ``raw`` as an int if it is ASCII digits, else None (``"²".isdigit()`` is true)."""
+    text = str(raw or "")
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
 _WORDS = {
     "url": "URL",
     "mb": "MiB",
@@ -129,7 +140,7 @@ class LocationCardForm(forms.Form):
     def _value(self, name: str) -> Any:
         if self.is_bound:
             raw = self.data.get(self.add_prefix(name))
-            return int(raw) if name == "location_pk" and raw and str(raw).isdigit() else raw
+            return whole_number(raw) if name == "location_pk" else raw
         return self.initial.get(name)
 
     @property
@@ -214,8 +225,26 @@ class LocationCardForm(forms.Form):
         return [group.kind for group in self.engine_groups]
 
 
+class BaseLocationFormSet(forms.BaseFormSet):
+    def total_form_count(self) -> int:
+        """Return 0 for a page that claims more than CARDS_MAX cards: none is built."""
+        if self.is_bound:  # unbound, management_form asks total_form_count
+            form = self.management_form
+            claimed: int = form.cleaned_data.get(TOTAL_FORM_COUNT) or 0 if form.is_valid() else 0
+            if claimed > CARDS_MAX:
+                return 0
+        return int(super().total_form_count())
+
+
 LocationFormSet = forms.formset_factory(
-    LocationCardForm, extra=0, can_order=True, can_delete=True, max_num=100, validate_max=True
+    LocationCardForm,
+    formset=BaseLocationFormSet,
+    extra=0,
+    can_order=True,
+    can_delete=True,
+    max_num=CARDS_MAX,
+    validate_max=True,
+    absolute_max=CARDS_MAX,
 )
 
 

@@ -1,12 +1,20 @@
 """Reading a pushed manifest: its media type, the blobs and manifests it references, its subject.
 
 The bytes are kept as pushed; this only extracts what the registry must check and record.
-Unknown fields, ``data`` fields and annotations pass through untouched.
+Unknown fields and ``data`` fields pass through untouched; annotations must map strings to
+strings. ``urls`` are accepted only on non-distributable layers, and only when they match
+``QUAY_GEO_MANIFEST_URLS_ALLOW`` and not ``QUAY_GEO_MANIFEST_URLS_DENY`` (read at call time),
+as distribution's ``validation.manifests.urls`` settings do.
 """
 
+import functools
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
 
 from .. import errors
 from ..names import Digest, digest_parse
@@ -18,6 +26,11 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 IMAGE_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 MANIFEST_TYPES = IMAGE_TYPES | INDEX_TYPES
+#: Layers whose bytes may live elsewhere (``urls``): the registry need not hold them.
+NONDISTRIBUTABLE_PREFIX = "application/vnd.oci.image.layer.nondistributable."
+DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+#: The spec's descriptor size is an int64.
+SIZE_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -54,14 +67,70 @@ def _descriptor(value: Any, where: str) -> Descriptor:
         raise _invalid(f"{where} has no mediaType")
     if not isinstance(digest, str):
         raise _invalid(f"{where} has no digest")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise _invalid(f"{where} has no valid size")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= SIZE_MAX:
+        raise _invalid(f"{where} has no valid size: a whole number from 0 to 2^63-1")
     try:
         parsed = digest_parse(digest)
     except errors.DigestInvalid as exc:
         raise _invalid(f"{where} has an invalid digest: {exc.text}", {"digest": digest}) from exc
-    urls = value.get("urls")
-    return Descriptor(media_type, parsed, size, foreign=isinstance(urls, list) and bool(urls))
+    _annotations(value.get("annotations"), f"{where}.annotations")
+    foreign = _urls_check(value.get("urls"), media_type, where)
+    return Descriptor(media_type, parsed, size, foreign=foreign)
+
+
+def _annotations(value: Any, where: str) -> dict[str, str]:
+    """Return the annotations ``value`` holds; raise ManifestInvalid unless strings to strings."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _invalid(f"{where} is not an object")
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise _invalid(f"{where} has a value that is not a string", {"annotation": key[:300]})
+    return value
+
+
+def nondistributable(media_type: str) -> bool:
+    """Return whether a layer of ``media_type`` may be served from its ``urls`` instead of here."""
+    return media_type.startswith(NONDISTRIBUTABLE_PREFIX) or media_type == DOCKER_FOREIGN_LAYER
+
+
+@functools.lru_cache(maxsize=8)
+def _pattern(expression: str) -> re.Pattern[str] | None:
+    return re.compile(expression) if expression else None
+
+
+def _url_allowed(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+        return False
+    allow = _pattern(getattr(settings, "QUAY_GEO_MANIFEST_URLS_ALLOW", ""))
+    deny = _pattern(getattr(settings, "QUAY_GEO_MANIFEST_URLS_DENY", ""))
+    return (allow is None or allow.search(url) is not None) and (
+        deny is None or deny.search(url) is None
+    )
+
+
+def _urls_check(urls: Any, media_type: str, where: str) -> bool:
+    """Return whether the bytes are elsewhere (``urls``); raise ManifestInvalid if refused."""
+    if urls is None:
+        return False
+    if not isinstance(urls, list) or not all(isinstance(url, str) for url in urls):
+        raise _invalid(f"{where}.urls is not a list of strings")
+    if not urls:
+        return False
+    if not nondistributable(media_type):
+        raise _invalid(
+            f"{where} has urls, which only non-distributable layers may have",
+            {"mediaType": media_type[:300]},
+        )
+    for url in urls:
+        if not _url_allowed(url):
+            raise _invalid(f"{where} has a URL this registry does not accept", {"url": url[:300]})
+    return True
 
 
 def _media_type(document: dict[str, Any], content_type: str) -> str:
@@ -92,15 +161,15 @@ def manifest_parse(content: bytes, content_type: str) -> ParsedManifest:
         document = json.loads(content)
     except (UnicodeDecodeError, ValueError) as exc:
         raise _invalid("not valid JSON") from exc
+    except RecursionError as exc:
+        raise _invalid("nested too deeply") from exc
     if not isinstance(document, dict):
         raise _invalid("not a JSON object")
     schema_version = document.get("schemaVersion")
     if schema_version != 2 or isinstance(schema_version, bool):
         raise _invalid("schemaVersion must be 2")
     media_type = _media_type(document, content_type)
-    annotations = document.get("annotations") or {}
-    if not isinstance(annotations, dict):
-        raise _invalid("annotations is not an object")
+    annotations = _annotations(document.get("annotations"), "annotations")
     artifact_type = document.get("artifactType") or ""
     if not isinstance(artifact_type, str):
         raise _invalid("artifactType is not a string")

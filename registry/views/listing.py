@@ -1,5 +1,6 @@
 """Listing routes: the API root, tags, the catalog and referrers."""
 
+import re
 from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponseBase
@@ -14,14 +15,31 @@ from .base import RegistryView, json_answer
 CATALOG_SCOPE = "registry:catalog:*"
 
 
+#: Beyond this ``n`` the selectors' page cap applies anyway (and int() refuses 4,300 digits).
+_N_DIGITS_MAX = 18
+#: ``last`` is a tag or a repository name: no control characters (PostgreSQL refuses NUL).
+_LAST_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
+_LAST_MAX_LENGTH = 512
+
+
 def _page_params(request: HttpRequest) -> tuple[int | None, str | None]:
     raw = request.GET.get("n")
     n = None
     if raw is not None:
-        if not raw.isdigit():
-            raise errors.Unsupported({"n": raw[:50]}, message="n must be a non-negative integer")
-        n = int(raw)
-    return n, request.GET.get("last") or None
+        # str.isdigit() is true for "²" and "٣", which int() refuses or reads as other numbers.
+        if not (raw.isascii() and raw.isdigit()):
+            raise errors.Unsupported(
+                {"n": raw[:50]}, message="n must be a non-negative integer in ASCII digits"
+            )
+        n = int(raw) if len(raw) <= _N_DIGITS_MAX else 10**_N_DIGITS_MAX
+    last = request.GET.get("last") or None
+    if last is not None and (len(last) > _LAST_MAX_LENGTH or _LAST_FORBIDDEN.search(last)):
+        raise errors.Unsupported(
+            {"last": last[:50]},
+            message=f"last must be a tag or repository name: at most {_LAST_MAX_LENGTH} "
+            "characters, no control characters",
+        )
+    return n, last
 
 
 def _next_link(path: str, n: int | None, items: list[str]) -> str:

@@ -13,6 +13,7 @@ from replication.models import AuditEntry, StorageLocation
 
 from ..access import superuser_required
 from ..forms import (
+    CARDS_MAX,
     LocationFormSet,
     StorageSettingsForm,
     cards_ordered,
@@ -20,6 +21,7 @@ from ..forms import (
     errors_attach,
     initial_cards,
     kinds_offered,
+    whole_number,
 )
 from ..services import backfills_launch
 
@@ -42,9 +44,9 @@ def config(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         data = request.POST.copy()
         adding = "add_card" in data
-        if adding:
+        total = whole_number(data.get("form-TOTAL_FORMS") or 0)
+        if adding and total is not None and total < CARDS_MAX:
             # Without JavaScript "Add storage engine" re-renders the page with one more card.
-            total = int(data.get("form-TOTAL_FORMS") or 0)
             data["form-TOTAL_FORMS"] = str(total + 1)
             data[f"form-{total}-kind"] = "s3"
             data[f"form-{total}-ORDER"] = str(total + 1)

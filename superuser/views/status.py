@@ -6,6 +6,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from ..access import superuser_required
+from ..forms import whole_number
 from ..selectors import status_overview
 from ..services import failed_placements_retry
 
@@ -31,7 +32,8 @@ def status_fragment(request: HttpRequest) -> HttpResponse:
 def retry(request: HttpRequest) -> HttpResponse:
     """Retry one failed placement, or every failed one (optionally of one location)."""
     if "placement" in request.POST:
-        ids = [int(v) for v in request.POST.getlist("placement") if v.isdigit()]
+        numbers = (whole_number(v) for v in request.POST.getlist("placement"))
+        ids = [number for number in numbers if number is not None]
         count = failed_placements_retry(placement_ids=ids)
     else:
         count = failed_placements_retry(location_id=request.POST.get("location_id") or None)

@@ -393,8 +393,9 @@ def test_the_image_runs_the_same_production_server_as_make_run() -> None:
 
     assert cmd[0] == "gunicorn"
     assert cmd[1] == gunicorn[1] == "quay_geo.wsgi:application"
-    for option in ("--worker-class", "--threads", "--timeout"):
+    for option in ("--worker-class", "--threads", "--timeout", "--logger-class"):
         assert _option(cmd, option) == _option(gunicorn, option), option
+    assert _option(cmd, "--logger-class") == "quay_geo.gunicorn_logging.AccessLogger"
 
 
 def test_the_image_runs_as_a_non_root_user_with_a_health_check() -> None:

@@ -351,3 +351,89 @@ def test_quick_start_push_replicate_pull_sign_in_and_stop(quickstart: Quickstart
         saved = re.search(rf"save: (\d+) objects \(http://127.0.0.1:{port} ", output)
         assert saved is not None, output[-3000:]
         assert int(saved.group(1)) >= blobs
+
+
+def _pid_of(quickstart: Quickstart, name: str) -> int | None:
+    """Return the pid a process's pid file names, None without a pid file."""
+    try:
+        return int((quickstart.workdir / "var/run/pids" / f"{name}.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _regions_answer(quickstart: Quickstart) -> bool:
+    return all(_answers(quickstart.url(region, "/v2/")) for region in ("us", "eu"))
+
+
+def test_make_run_restarts_a_dead_store_ends_what_a_killed_launcher_left_and_stops(
+    quickstart: Quickstart,
+) -> None:
+    workdir = quickstart.workdir
+    names = ("s3-us", "s3-eu", "web-us", "web-eu", "worker", "beat", "launcher")
+    pids = {name: _pid_of(quickstart, name) for name in names}
+    assert all(pids.values()), pids
+
+    # When region eu's store dies
+    store = pids["s3-eu"]
+    assert store is not None
+    os.kill(store, signal.SIGKILL)
+
+    # Then the launcher says so, both regions keep answering, and the store comes back
+    _wait(lambda: "s3-eu exited" in quickstart.output(), 30, "the death of s3-eu reported")
+    assert _regions_answer(quickstart)
+    _wait(
+        lambda: (
+            _pid_of(quickstart, "s3-eu") not in (None, store)
+            and _port_open(quickstart.ports["s3-eu"])
+        ),
+        60,
+        "s3-eu restarted",
+    )
+    assert quickstart.process.poll() is None
+    assert _regions_answer(quickstart)
+
+    # When the user stops region eu's store as the launcher says, it stays stopped until started
+    _run(["scripts/run.sh", "stop", "s3-eu"], quickstart)
+    _wait(lambda: not _port_open(quickstart.ports["s3-eu"]), 30, "s3-eu stopped")
+    assert _regions_answer(quickstart)
+    assert _pid_of(quickstart, "s3-eu") is None
+    _run(["scripts/run.sh", "start", "s3-eu"], quickstart)
+    _wait(lambda: _port_open(quickstart.ports["s3-eu"]), 60, "s3-eu started again")
+    pids["launcher"] = _pid_of(quickstart, "launcher")
+
+    # When the launcher itself is killed (kill -9), its processes stay behind
+    launcher = pids["launcher"]
+    assert launcher is not None
+    os.kill(launcher, signal.SIGKILL)
+    os.kill(quickstart.process.pid, signal.SIGKILL)
+    quickstart.process.wait(timeout=30)
+    assert _port_open(quickstart.ports["us"])
+
+    # Then the next make run ends them and starts
+    log = workdir.parent / f"{workdir.name}-make-run-2.log"
+    with log.open("wb") as handle:
+        again = subprocess.Popen(
+            ["make", "run"],
+            cwd=workdir,
+            env=quickstart.env,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    quickstart.process = again  # the fixture stops this one if the test fails
+    quickstart.log = log
+    _wait(
+        lambda: _regions_answer(quickstart) and "is running" in quickstart.output(), 240, "restart"
+    )
+    output = quickstart.output()
+    assert "left by a killed make run" in output
+    assert "already in use" not in output
+
+    # When it receives SIGTERM, then within 15 s no process of it is left
+    os.killpg(again.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while _processes_in(workdir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _processes_in(workdir) == {}
+    assert "[run] stopped" in quickstart.output()

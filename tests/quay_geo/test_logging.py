@@ -245,3 +245,57 @@ def test_quay_geo_log_format_switches_the_console_formatter(
     env: dict[str, str], expected: str
 ) -> None:
     assert _formatter_in_a_fresh_process(**env) == expected
+
+
+# --- forged access-log lines (issue 15) ------------------------------------------------------
+
+
+def test_gunicorn_access_log_escapes_a_user_name_with_a_line_feed(tmp_path: Path) -> None:
+    import base64
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    from quay_geo.gunicorn_logging import AccessLogger
+
+    log_file = tmp_path / "access.log"
+    config = Config()
+    config.set("accesslog", str(log_file))
+    logger = AccessLogger(config)
+    forged = '10.0.0.1 - bob - "GET /v2/ HTTP/1.1" 200 0'  # no colon: it ends the user name
+    credentials = base64.b64encode(f"mallory\\\n{forged}:pw".encode()).decode()
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": "/v2/",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_AUTHORIZATION": f"Basic {credentials}",
+        "HTTP_USER_AGENT": "agent\r\nsecond",
+    }
+    response = SimpleNamespace(status="401 Unauthorized", sent=0, headers=[])
+    request = SimpleNamespace(headers=[("USER-AGENT", "agent\r\nsecond")])
+
+    logger.access(response, request, environ, dt.timedelta(seconds=0))
+    for handler in logger.access_log.handlers:
+        handler.flush()
+
+    lines = log_file.read_text().splitlines()
+    assert len(lines) == 1
+    assert "mallory\\\\\\x0a10.0.0.1 - bob" in lines[0]
+    assert "agent\\x0d\\x0asecond" in lines[0]
+
+
+@with_middleware
+def test_text_access_log_escapes_a_line_feed_in_the_path(client: Client) -> None:
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger("quay_geo.request")
+    access.addHandler(handler)
+    try:
+        client.get("/logs%0aGET%20/forged%20200")
+    finally:
+        access.removeHandler(handler)
+
+    written = handler.stream.getvalue().splitlines()
+    assert written == ["GET /logs\\x0aGET /forged 200 404"]

@@ -156,6 +156,9 @@ BAD_NAMES = [
     "alice//app",
     "app",
     "alice/" + "a" * 250,
+    "alice/app%0a",
+    "alice/app%0d",
+    "alice%0d%0a/app",
 ]
 ROUTES = [
     ("GET", "/v2/{name}/tags/list"),
@@ -187,7 +190,7 @@ def test_names_out_of_grammar_are_name_invalid_on_every_route(
 
 
 def test_an_unknown_route_under_v2_is_a_json_404(api: Api) -> None:
-    for path in ("/v2/alice/app/unknown", "/v2/alice", "/v2"):
+    for path in ("/v2/alice/app/unknown", "/v2/alice", "/v2", "/v2/alice%0a", "/v2/%0d%0a/x"):
         response = api.call("GET", path)
         assert response.status_code == 404
         assert envelope(response)["code"] == "UNSUPPORTED"

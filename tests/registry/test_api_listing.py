@@ -183,6 +183,37 @@ def test_n_zero_lists_nothing_and_a_bad_n_is_a_400(api: Api, tagged: list[str]) 
     assert bad.status_code == 400
 
 
+@pytest.mark.parametrize("path", ["/v2/alice/app/tags/list", "/v2/_catalog"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"n": "²"},
+        {"n": "٣"},
+        {"n": "1e3"},
+        {"n": " 1"},
+        {"last": "a\x00b"},
+        {"last": "a\nb"},
+        {"last": "a" * 513},
+    ],
+    ids=["superscript", "arabic-digit", "exponent", "space", "nul", "newline", "too-long"],
+)
+def test_a_bad_n_or_last_is_a_400_in_the_oci_envelope(
+    api: Api, tagged: list[str], path: str, query: dict[str, str]
+) -> None:
+    response = api.call("GET", path, query=query)
+
+    assert response.status_code == 400
+    assert error_code(response) == "UNSUPPORTED"
+
+
+def test_a_huge_n_is_capped_like_any_large_page(api: Api, tagged: list[str]) -> None:
+    for n in ("9" * 30, "9" * 5000):
+        response = api.call("GET", "/v2/alice/app/tags/list", query={"n": n})
+
+        assert response.status_code == 200
+        assert response.json()["tags"] == sorted(tagged)
+
+
 def test_tags_of_an_unknown_repository_is_name_unknown(api: Api) -> None:
     response = api.call("GET", "/v2/alice/none/tags/list")
 

@@ -9,6 +9,7 @@ from pytest_django.fixtures import Settings
 
 from registry.models import Manifest, ManifestBlob, ManifestChild, Namespace, Tag
 from registry.services import manifests as manifest_services
+from registry.services.manifest_parse import manifest_parse
 from replication.commitsql import task_sender
 from replication.models import Placement, PlacementState
 from replication.services import location_create, namespace_targets_set, replication_enable
@@ -406,3 +407,95 @@ def test_manifest_content_is_stored_byte_exact_including_whitespace(api: Api, im
 
     assert pushed["Docker-Content-Digest"] == "sha256:" + hashlib.sha256(content).hexdigest()
     assert api.call("GET", "/v2/alice/app/manifests/exact").content == content
+
+
+# --- hostile manifests (issue 15): each a MANIFEST_INVALID, never a 500 ------------------------
+
+NONDISTRIBUTABLE = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+
+
+def _with_layer(image: Image, **layer_fields: object) -> dict[str, object]:
+    manifest = json.loads(image.content)
+    manifest["layers"][0].update(layer_fields)
+    return manifest
+
+
+def test_a_manifest_nested_100000_levels_deep_is_manifest_invalid(api: Api) -> None:
+    deep = b'{"schemaVersion": 2, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+    response = put_raw(api, "alice/app", "deep", deep)
+
+    assert response.status_code == 400
+    assert error_code(response) == "MANIFEST_INVALID"
+    assert not Manifest.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "layer_fields",
+    [
+        {"urls": ["https://example.com/layer.tar.gz"]},
+        {"mediaType": NONDISTRIBUTABLE, "urls": ["ftp://example.com/layer"]},
+        {"mediaType": NONDISTRIBUTABLE, "urls": ["https://example.com/layer#part"]},
+        {"mediaType": NONDISTRIBUTABLE, "urls": "https://example.com/layer"},
+        {"mediaType": NONDISTRIBUTABLE, "urls": [42]},
+        {"annotations": {"org.example.count": 3}},
+        {"size": 2**63},
+        {"size": -1},
+    ],
+    ids=[
+        "urls-on-distributable-layer",
+        "url-not-http",
+        "url-with-fragment",
+        "urls-not-list",
+        "url-not-string",
+        "descriptor-annotation-not-string",
+        "size-above-int64",
+        "size-negative",
+    ],
+)
+def test_hostile_descriptors_are_manifest_invalid(
+    api: Api, image: Image, layer_fields: dict[str, object]
+) -> None:
+    response = api.manifest_push("alice/app", "bad", _with_layer(image, **layer_fields))
+
+    assert response.status_code == 400
+    assert error_code(response) == "MANIFEST_INVALID"
+    assert not Manifest.objects.exists()
+
+
+@pytest.mark.parametrize("annotations", [{"a": None}, {"a": {"b": "c"}}, {"a": ["b"]}, ["a"]])
+def test_manifest_annotations_must_map_strings_to_strings(
+    api: Api, image: Image, annotations: object
+) -> None:
+    manifest = dict(image.manifest, annotations=annotations)
+
+    response = api.manifest_push("alice/app", "bad", manifest)
+
+    assert response.status_code == 400
+    assert error_code(response) == "MANIFEST_INVALID"
+
+
+def test_the_largest_int64_size_parses(image: Image) -> None:
+    manifest = _with_layer(image, size=2**63 - 1)
+
+    parsed = manifest_parse(json.dumps(manifest).encode(), OCI_MANIFEST)
+
+    assert parsed.blobs[1].size == 2**63 - 1
+
+
+def test_manifest_urls_follow_the_allow_and_deny_patterns(
+    api: Api, image: Image, settings: Settings
+) -> None:
+    settings.QUAY_GEO_MANIFEST_URLS_ALLOW = r"^https://mcr\.example\.com/"
+    settings.QUAY_GEO_MANIFEST_URLS_DENY = r"/private/"
+    foreign = {"mediaType": NONDISTRIBUTABLE, "digest": sha256(b"not here"), "size": 8}
+
+    def push(reference: str, url: str) -> int:
+        manifest = json.loads(image.content)
+        manifest["layers"].append(dict(foreign, urls=[url]))
+        return int(api.manifest_push("alice/app", reference, manifest).status_code)
+
+    assert push("allowed", "https://mcr.example.com/layer.tar.gz") == 201
+    assert push("other-host", "https://elsewhere.example.com/layer.tar.gz") == 400
+    assert push("denied", "https://mcr.example.com/private/layer.tar.gz") == 400
+    assert list(Tag.objects.values_list("name", flat=True)) == ["allowed"]

@@ -250,3 +250,41 @@ def test_other_grant_types_are_refused(client: Client, world: World) -> None:
 
 def test_other_methods_are_not_allowed(client: Client, db: None) -> None:
     assert client.put(URL).status_code == 405
+
+
+def test_more_scopes_than_the_limit_are_refused_before_the_password_is_checked(
+    client: Client, world: World, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.QUAY_GEO_TOKEN_MAX_SCOPES = 3
+    checked: list[str] = []
+    monkeypatch.setattr(
+        "registry.token_views.credentials_check",
+        lambda *, username, password: checked.append(username),
+    )
+    scopes = [f"repository:alice/app{i}:pull" for i in range(4)]
+
+    refused = get_token(client, *scopes, headers=basic("alice", "alice-password"))
+
+    assert refused.status_code == 400
+    error = refused.json()["errors"][0]
+    assert error["code"] == "UNSUPPORTED"
+    assert error["detail"] == {"scopes": 4, "limit": 3}
+    assert checked == []
+
+
+def test_the_scope_limit_counts_distinct_scopes_and_the_default_is_32(
+    client: Client, world: World
+) -> None:
+    at_limit = [f"repository:alice/app{i}:pull" for i in range(32)]
+    space_separated = " ".join(at_limit + at_limit)
+
+    accepted = get_token(client, space_separated, headers=basic("alice", "alice-password"))
+    refused = get_token(
+        client,
+        *at_limit,
+        "repository:alice/one-more:pull",
+        headers=basic("alice", "alice-password"),
+    )
+
+    assert accepted.status_code == 200
+    assert refused.status_code == 400

@@ -440,3 +440,35 @@ def test_unchanged_defaults_keep_the_targets_version(storage_page: Any) -> None:
 
     assert ReplicationSettings.load().targets_version == targets
     assert StorageLocation.objects.get().serve_mode == "proxy"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("form-TOTAL_FORMS", "x"),
+        ("form-TOTAL_FORMS", "²"),
+        ("form-TOTAL_FORMS", str(10**30)),
+        ("form-0-location_pk", "²"),
+        ("form-0-location_pk", str(10**30)),
+        ("config_version", str(10**30)),
+    ],
+)
+@pytest.mark.parametrize("add_card", [False, True], ids=["save", "add-card"])
+def test_out_of_range_and_non_ascii_numbers_are_form_errors_not_500s(
+    storage_page: Any, field: str, value: str, add_card: bool
+) -> None:
+    location_create(location_id="mem", kind="memory", options={})
+    page = storage_page()
+    before = db_state()
+    data = dict(page.data, **{field: value})
+    if add_card:
+        data["add_card"] = "1"
+
+    response = page.client.post("/superuser/", data)
+
+    assert response.status_code == 200
+    assert db_state() == before
+    assert len(response.context["cards"]) <= 2
+    if not add_card:  # adding a card only re-renders what was typed
+        assert 'role="alert"' in text(response) or 'class="alert error"' in text(response)
+        assert 'role="alert"' not in text(page.client.get("/superuser/"))

@@ -295,3 +295,12 @@ def test_heartbeat_records_the_replica_status_of_this_process(db: Any, settings:
 
     assert beat.replica == replica_status()
     assert beat.replica["state"] == "none"  # the test run has no replica apart from its database
+
+
+@pytest.mark.parametrize("value", ["²", "٣", str(10**30), "-1", "x"])
+def test_a_retry_of_a_placement_id_that_is_no_number_is_ignored_not_a_500(
+    admin_client: Any, value: str
+) -> None:
+    response = admin_client.post("/superuser/status/retry/", {"placement": value})
+
+    assert response.status_code == 302
