@@ -1,11 +1,12 @@
 """In-memory engine for fast unit tests: every instance owns its own objects."""
 
 import threading
+from collections.abc import Iterator
 from typing import IO, Any
 
 from django import forms
 
-from .base import ObjectStat, StorageEngine, UploadState, range_resolve
+from .base import ListedObject, ObjectStat, StorageEngine, UploadState, range_resolve
 from .errors import ObjectNotFound, UploadSessionInvalid
 from .options import EngineOptionsForm
 from .streams import CHUNK, ByteStream
@@ -47,6 +48,17 @@ class MemoryEngine(StorageEngine):
 
     def delete(self, key: str) -> None:
         self.objects.pop(key, None)
+
+    def list_objects(
+        self, prefix: str, *, start_after: str | None = None
+    ) -> Iterator[ListedObject]:
+        with self._lock:
+            keys = sorted(k for k in self.objects if k.startswith(prefix))
+        for key in keys:
+            if start_after is None or key > start_after:
+                data = self.objects.get(key)
+                if data is not None:
+                    yield ListedObject(key, len(data))
 
     def _session_start(self, state: UploadState) -> None:
         with self._lock:
