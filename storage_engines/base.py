@@ -13,6 +13,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import IO, Any, ClassVar, Literal
 
 from .errors import (
@@ -43,10 +44,12 @@ class ObjectStat:
 
 @dataclass(frozen=True)
 class ListedObject:
-    """One object of a listing: its key (without the engine's path prefix) and size."""
+    """One object of a listing: its key (without the engine's path prefix), size, and when it
+    was last written (None when the store does not say)."""
 
     key: str
     size: int
+    modified: datetime | None = None
 
 
 #: Objects asked for per listing request (the most S3 ListObjectsV2 answers in one page).

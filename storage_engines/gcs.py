@@ -346,7 +346,7 @@ class GCSEngine(StorageEngine):
                 prefix=self._name(prefix),
                 start_offset=self._name(start_after) if start_after is not None else None,
                 page_size=self.list_page_size,
-                fields="items(name,size),nextPageToken",
+                fields="items(name,size,updated),nextPageToken",
                 timeout=self.timeout,
                 retry=self.retry,
             )
@@ -355,7 +355,7 @@ class GCSEngine(StorageEngine):
                     key = str(blob.name)[strip:]
                     # startOffset is inclusive; start_after is not.
                     if start_after is None or key > start_after:
-                        yield ListedObject(key, int(blob.size or 0))
+                        yield ListedObject(key, int(blob.size or 0), blob.updated)
 
     @_interop
     def delete(self, key: str) -> None:

@@ -6,6 +6,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -63,11 +64,11 @@ class LocalEngine(StorageEngine):
         if not self.root.is_dir():
             raise ContainerNotFound(f"directory {self.root} does not exist")
         top = prefix.rpartition("/")[0]
-        for key, size in self._walk(self.root / top if top else self.root, top):
+        for key, size, mtime in self._walk(self.root / top if top else self.root, top):
             if key.startswith(prefix) and (start_after is None or key > start_after):
-                yield ListedObject(key, size)
+                yield ListedObject(key, size, datetime.fromtimestamp(mtime, UTC))
 
-    def _walk(self, directory: Path, base: str) -> Iterator[tuple[str, int]]:
+    def _walk(self, directory: Path, base: str) -> Iterator[tuple[str, int, float]]:
         """Yield (key, size) under ``directory`` in key order (a directory sorts as "name/")."""
         try:
             entries = list(os.scandir(directory))
@@ -83,7 +84,8 @@ class LocalEngine(StorageEngine):
             if name.endswith("/"):
                 yield from self._walk(Path(entry.path), key.rstrip("/"))
             elif entry.is_file(follow_symlinks=False):
-                yield key, entry.stat(follow_symlinks=False).st_size
+                found = entry.stat(follow_symlinks=False)
+                yield key, found.st_size, found.st_mtime
 
     def read(self, key: str, *, offset: int = 0, length: int | None = None) -> ByteStream:
         try:

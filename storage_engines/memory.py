@@ -2,6 +2,7 @@
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from django import forms
@@ -29,6 +30,8 @@ class MemoryEngine(StorageEngine):
     def __init__(self, *, location_id: str, options: dict[str, Any]) -> None:
         super().__init__(location_id=location_id, options=options)
         self.objects: dict[str, bytes] = {}
+        #: When each object was written (tests may move it back in time).
+        self.modified: dict[str, datetime] = {}
         self.sessions: dict[str, list[bytes]] = {}
         self._lock = threading.Lock()
         if options.get("max_object_size") is not None:
@@ -58,7 +61,7 @@ class MemoryEngine(StorageEngine):
             if start_after is None or key > start_after:
                 data = self.objects.get(key)
                 if data is not None:
-                    yield ListedObject(key, len(data))
+                    yield ListedObject(key, len(data), self.modified.get(key))
 
     def _session_start(self, state: UploadState) -> None:
         with self._lock:
@@ -80,6 +83,7 @@ class MemoryEngine(StorageEngine):
         if last is not None:
             parts.append(last.read(last_size))
         self.objects[key] = b"".join(parts)
+        self.modified[key] = datetime.now(UTC)
         del self.sessions[state["upload_id"]]
 
     def _session_abort(self, state: UploadState) -> None:

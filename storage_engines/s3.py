@@ -413,7 +413,7 @@ class S3Engine(StorageEngine):
             with self._translated(f"list {prefix}"):
                 page = self.client.list_objects_v2(**params)
             for item in page.get("Contents", []):
-                yield ListedObject(item["Key"][strip:], int(item["Size"]))
+                yield ListedObject(item["Key"][strip:], int(item["Size"]), item.get("LastModified"))
             if not page.get("IsTruncated"):
                 return
             params.pop("StartAfter", None)

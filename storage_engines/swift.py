@@ -16,6 +16,7 @@ import re
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
@@ -467,7 +468,8 @@ class SwiftEngine(StorageEngine):
                 )
             for item in page:
                 # An SLO's listing entry carries the size of the whole object, not the manifest.
-                yield ListedObject(str(item["name"])[strip:], int(item["bytes"]))
+                modified = datetime.fromisoformat(item["last_modified"]).replace(tzinfo=UTC)
+                yield ListedObject(str(item["name"])[strip:], int(item["bytes"]), modified)
             if len(page) < self.list_page_size:
                 return
             marker = str(page[-1]["name"])

@@ -5,6 +5,7 @@ import io
 import itertools
 import json
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -340,9 +341,12 @@ def test_listing_yields_every_object_under_the_prefix_with_its_size_in_key_order
 ) -> None:
     written = _listing_fill(subject)
 
+    before = datetime.now(UTC) - timedelta(minutes=5)
     listed = list(subject.engine.list_objects("sha256/"))
 
     assert [(item.key, item.size) for item in listed] == sorted(written.items())
+    # The audit deletes orphans by age: every store says when an object was written.
+    assert all(item.modified is not None and item.modified > before for item in listed)
 
 
 def test_listing_pages_and_resumes_after_a_key(subject: EngineUnderTest) -> None:
