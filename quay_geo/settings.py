@@ -325,3 +325,21 @@ QUAY_GEO_MANIFEST_URLS_ALLOW = env.str("QUAY_GEO_MANIFEST_URLS_ALLOW", default="
 QUAY_GEO_MANIFEST_URLS_DENY = env.str("QUAY_GEO_MANIFEST_URLS_DENY", default="")
 # Most scopes one token request may ask for; more is refused (400) before any password check.
 QUAY_GEO_TOKEN_MAX_SCOPES = env.int("QUAY_GEO_TOKEN_MAX_SCOPES", default=32)
+
+# --- Audit, scrub and repair (docs/operations.md "Audit, scrub and repair") ---------------------
+# Every location is audited against its own listing this often (seconds): lost and corrupt
+# copies are marked and repaired, unreferenced objects reported and, once older than
+# QUAY_GEO_GC_GRACE_SECONDS, deleted.
+QUAY_GEO_AUDIT_SECONDS = env.float("QUAY_GEO_AUDIT_SECONDS", default=86400.0)
+# Bytes of present copies re-read and hashed per location per day, least recently verified
+# first, in slices every QUAY_GEO_SCRUB_SECONDS (each reads its share of the day's budget).
+QUAY_GEO_SCRUB_BYTES_PER_DAY = env.int("QUAY_GEO_SCRUB_BYTES_PER_DAY", default=10 * 1024**3)
+QUAY_GEO_SCRUB_SECONDS = env.float("QUAY_GEO_SCRUB_SECONDS", default=3600.0)
+CELERY_BEAT_SCHEDULE["audit-locations"] = {
+    "task": "replication.audit_locations",
+    "schedule": QUAY_GEO_AUDIT_SECONDS,
+}
+CELERY_BEAT_SCHEDULE["scrub-locations"] = {
+    "task": "replication.scrub_locations",
+    "schedule": QUAY_GEO_SCRUB_SECONDS,
+}

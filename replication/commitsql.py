@@ -55,7 +55,8 @@ def blob_commit_statement(
 
     The targets are those of ``replication.targets.targets_of_blobs``: the default locations
     (from the cached configuration) and the namespace targets of manifests already referencing
-    the blob (a blob pushed again, or mounted).
+    the blob (a blob pushed again, or mounted). A blob pushed again is recoverable again, and
+    the repairs that failed for want of a source are planned anew.
     """
     enabled, defaults = _default_targets()
     manifest_blob = apps.get_model("registry", "ManifestBlob")
@@ -78,7 +79,7 @@ def blob_commit_statement(
     blob AS (
         INSERT INTO {tables["blob"]} (digest, size, sha256, created_at)
         VALUES (%(digest)s, %(size)s, %(sha256)s, now())
-        ON CONFLICT (digest) DO UPDATE SET digest = EXCLUDED.digest
+        ON CONFLICT (digest) DO UPDATE SET digest = EXCLUDED.digest, unrecoverable_at = NULL
         RETURNING id
     ),
     here AS (
@@ -105,7 +106,11 @@ def blob_commit_statement(
         INSERT INTO {tables["placement"]} ({placement_columns}, enqueued_at)
         SELECT blob.id, targets.target, %(pending)s, 0, '', false, '', now(), now(), now()
         FROM blob, targets WHERE targets.target <> %(location)s
-        ON CONFLICT (blob_id, location_id) DO NOTHING
+        ON CONFLICT (blob_id, location_id) DO UPDATE SET
+            state = EXCLUDED.state, attempts = 0, error_permanent = false,
+            next_attempt_at = NULL, enqueued_at = now(), updated_at = now()
+        -- a repair that found no source left: this push is one
+        WHERE {tables["placement"]}.state = %(failed)s AND {tables["placement"]}.lost_at IS NOT NULL
         RETURNING id, location_id
     )"""  # noqa: S608 - table names from the models
     params = {
@@ -115,6 +120,7 @@ def blob_commit_statement(
         "location": location.pk,
         "present": PlacementState.PRESENT.value,
         "pending": PlacementState.PENDING.value,
+        "failed": PlacementState.FAILED.value,
         "defaults": defaults,
         "enabled": enabled,
     }

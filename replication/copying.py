@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from storage_engines.base import CopyResult, StorageEngine
 from storage_engines.errors import (
+    ObjectNotFound,
     StorageError,
     StoragePermanentError,
     StorageUnavailable,
@@ -25,7 +26,8 @@ from storage_engines.errors import (
 from storage_engines.keys import content_key
 
 from . import health
-from .models import Placement, PlacementState, StorageLocation
+from .models import DAMAGED_STATES, Blob, Placement, PlacementState, StorageLocation
+from .repair import placement_damage_at
 from .selectors import location_engine, preference_of_instance
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 class VerificationFailed(StorageError):
     """The target holds bytes whose size or SHA-256 differ from the blob's."""
+
+
+class SourceCorrupt(VerificationFailed):
+    """The source returned bytes whose SHA-256 is not the blob's: that copy is corrupt."""
 
 
 class NoSource(StoragePermanentError):
@@ -69,10 +75,10 @@ def placement_claim(
 ) -> tuple[Placement, int] | None:
     """Mark the placement ``copying`` under a lease; None if there is nothing to do.
 
-    One ``UPDATE`` decides: only a placement that is pending, failed for a transient reason, or
-    copying under an expired lease is taken. A concurrent claim of the same row waits for the
-    other's statement and then finds the live lease (READ COMMITTED re-checks the condition), so
-    exactly one worker wins.
+    One ``UPDATE`` decides: only a placement that is pending, lost or corrupt (a repair), failed
+    for a transient reason, or copying under an expired lease is taken. A concurrent claim of
+    the same row waits for the other's statement and then finds the live lease (READ COMMITTED
+    re-checks the condition), so exactly one worker wins.
 
     ``known``: the row as a batch read it (with its blob and location). The claim then also
     requires the attempts counter it saw, so one statement suffices: if the row moved since, the
@@ -80,7 +86,7 @@ def placement_claim(
     """
     now = timezone.now()
     claimable = (
-        Q(state=PlacementState.PENDING)
+        Q(state__in=[PlacementState.PENDING, *DAMAGED_STATES])
         | Q(state=PlacementState.FAILED, error_permanent=False)
         | Q(state=PlacementState.COPYING, lease_expires_at__isnull=True)
         | Q(state=PlacementState.COPYING, lease_expires_at__lte=now)
@@ -201,7 +207,10 @@ def copy_verified(
     result = source.copy_to(key, target, size=size, source_md5=source_md5)
     if result.method == "stream":
         if result.sha256 != sha256:
-            raise VerificationFailed(f"source bytes of {key} do not match the blob's SHA-256")
+            raise SourceCorrupt(
+                f"{source.location_id} returned {result.size} bytes of {key} whose SHA-256 is "
+                f"{result.sha256}, not the blob's"
+            )
         if result.size != size:
             raise VerificationFailed(
                 f"{target.location_id} took {result.size} bytes, expected {size}"
@@ -276,6 +285,8 @@ def blob_replicate(*, placement_id: int, batch: BatchContext | None = None) -> O
                     break
                 except StorageError as exc:  # another source may still work
                     last_error = exc
+                    if isinstance(exc, SourceCorrupt | ObjectNotFound):
+                        _source_damaged(blob, source_location, exc)
                     logger.warning(
                         "copy of %s from %s failed: %s", blob.digest, source_location, exc
                     )
@@ -308,6 +319,12 @@ def blob_replicate(*, placement_id: int, batch: BatchContext | None = None) -> O
         "replicated %s to %s (%s, %s bytes)", blob.digest, target_location, result.method, blob.size
     )
     return Outcome("present", result.method)
+
+
+def _source_damaged(blob: Blob, location: StorageLocation, exc: StorageError) -> None:
+    """Mark a source that lost the blob or gave wrong bytes; its own repair is queued."""
+    state = PlacementState.CORRUPT if isinstance(exc, SourceCorrupt) else PlacementState.LOST
+    placement_damage_at(blob=blob, location=location, state=state, reason=str(exc))
 
 
 def _discard(location: StorageLocation, key: str) -> None:

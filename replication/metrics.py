@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from django.db.models import Count, Q, Sum
 
 from .models import Placement, PlacementState
-from .status import replication_status
+from .status import LocationStatus, blobs_unrecoverable_count, replication_status
 
 
 def _line(name: str, labels: dict[str, str], value: float) -> str:
@@ -37,7 +37,7 @@ def metrics_lines() -> Iterator[str]:
         for row in rows:
             labels = {"location": row.location_id}
             if name == "quay_geo_placements":
-                for state in ("present", "pending", "copying", "failed"):
+                for state in ("present", "pending", "copying", "failed", "lost", "corrupt"):
                     yield _line(name, {**labels, "state": state}, getattr(row, state))
             elif name == "quay_geo_placements_missing":
                 yield _line(name, labels, row.missing)
@@ -47,6 +47,8 @@ def metrics_lines() -> Iterator[str]:
                 yield _line(name, labels, row.coverage)
             elif name == "quay_geo_oldest_pending_seconds":
                 yield _line(name, labels, row.oldest_pending_seconds or 0)
+
+    yield from _integrity_lines(rows)
 
     copies = (
         Placement.objects.filter(state=PlacementState.PRESENT)
@@ -88,3 +90,31 @@ def metrics_lines() -> Iterator[str]:
                 {"location": failure["location__location_id"], "reason": reason},
                 failure[reason],
             )
+
+
+_RUN_FIELDS = ("objects_seen", "bytes_read", "lost", "corrupt", "repaired", "orphans")
+
+
+def _integrity_lines(rows: list[LocationStatus]) -> Iterator[str]:
+    """Yield the unrecoverable blobs and the last audit and scrub of each location."""
+    yield "# HELP quay_geo_unrecoverable_blobs Blobs with no good copy left in any location."
+    yield "# TYPE quay_geo_unrecoverable_blobs gauge"
+    yield f"quay_geo_unrecoverable_blobs {blobs_unrecoverable_count()}"
+    for kind in ("audit", "scrub"):
+        name = f"quay_geo_last_{kind}_timestamp_seconds"
+        yield f"# HELP {name} When the last {kind} of a location finished (Unix time)."
+        yield f"# TYPE {name} gauge"
+        for row in rows:
+            run = getattr(row, f"last_{kind}")
+            if run is not None and run.finished_at is not None:
+                yield _line(name, {"location": row.location_id}, run.finished_at.timestamp())
+        name = f"quay_geo_last_{kind}_objects"
+        yield f"# HELP {name} What the last {kind} of a location counted, by what."
+        yield f"# TYPE {name} gauge"
+        for row in rows:
+            run = getattr(row, f"last_{kind}")
+            if run is None:
+                continue
+            for field in _RUN_FIELDS:
+                labels = {"location": row.location_id, "what": field}
+                yield _line(name, labels, getattr(run, field))

@@ -107,6 +107,9 @@ class Blob(models.Model):
     #: SHA-256 of the bytes (equal to the digest for sha256 blobs), used to verify every copy.
     sha256 = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)
+    #: Set when no location holds a good copy any more (pulls answer BLOB_UNKNOWN); cleared
+    #: when a push or a copy makes one present again.
+    unrecoverable_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.digest
@@ -117,6 +120,14 @@ class PlacementState(models.TextChoices):
     COPYING = "copying"
     PRESENT = "present"
     FAILED = "failed"
+    #: The store answered "not found" or a wrong size for a copy that was present.
+    LOST = "lost"
+    #: The store returned bytes whose SHA-256 is not the blob's.
+    CORRUPT = "corrupt"
+
+
+#: States of a copy that was present and must be copied again from a verified one.
+DAMAGED_STATES = (PlacementState.LOST, PlacementState.CORRUPT)
 
 
 class PlacementQuerySet(models.QuerySet["Placement"]):
@@ -144,7 +155,12 @@ class Placement(models.Model):
     error_permanent = models.BooleanField(default=False)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    #: When the bytes were last read and found right (a copy, a push, a scrub, a deep audit).
     verified_at = models.DateTimeField(null=True, blank=True)
+    #: Why and when the copy was last found lost or corrupt (kept after a repair, as history).
+    #: A database default too: the raw INSERTs of commits and backfills do not name it.
+    lost_reason = models.TextField(blank=True, default="", db_default="")
+    lost_at = models.DateTimeField(null=True, blank=True)
     copy_method = models.CharField(max_length=8, blank=True, default="")
     copy_seconds = models.FloatField(null=True, blank=True)
     #: When a task for this placement was last handed to the broker (None: never).
@@ -166,6 +182,12 @@ class Placement(models.Model):
         indexes = [
             models.Index(fields=["location", "state"], name="placement_location_state"),
             models.Index(fields=["state", "next_attempt_at"], name="placement_state_next"),
+            # The scrub's order: a location's present copies, least recently verified first.
+            models.Index(
+                fields=["location", "verified_at"],
+                condition=models.Q(state="present"),
+                name="placement_scrub_order",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -230,6 +252,38 @@ class BackfillRun(models.Model):
 
     def __str__(self) -> str:
         return f"backfill {self.pk} ({self.planned} planned)"
+
+
+class AuditKind(models.TextChoices):
+    AUDIT = "audit", "Inventory audit"
+    SCRUB = "scrub", "Scrub"
+
+
+class AuditRun(models.Model):
+    """One audit of a location against its listing, or one scrub slice: what it found."""
+
+    location = models.ForeignKey(StorageLocation, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=8, choices=AuditKind.choices)
+    deep = models.BooleanField(default=False)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    objects_seen = models.PositiveBigIntegerField(default=0)
+    bytes_read = models.PositiveBigIntegerField(default=0)
+    verified = models.PositiveBigIntegerField(default=0)
+    lost = models.PositiveBigIntegerField(default=0)
+    corrupt = models.PositiveBigIntegerField(default=0)
+    repaired = models.PositiveBigIntegerField(default=0)
+    orphans = models.PositiveBigIntegerField(default=0)
+    orphans_deleted = models.PositiveBigIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["location", "kind", "-started_at"], name="auditrun_latest"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of {self.location_id} at {self.started_at:%Y-%m-%d %H:%M:%S}"
 
 
 class InstanceHeartbeat(models.Model):

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .backfill import backfill_plan
-from .models import Placement, PlacementState, ReplicationSettings
+from .models import DAMAGED_STATES, Placement, PlacementState, ReplicationSettings
 from .services import placements_enqueue
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,14 @@ def placements_reconcile() -> dict[str, int]:
             .values_list("pk", flat=True)
         )
         counts["lost"] = len(lost) - len(expired)
+
+        # Repairs whose message was lost (an audit run with --no-repair queued none: not these).
+        repairs = list(
+            Placement.objects.filter(state__in=DAMAGED_STATES, enqueued_at__isnull=False)
+            .exclude(enqueued_at__gt=now - _lost_after())
+            .values_list("pk", flat=True)
+        )
+        lost += repairs
 
         due = list(
             Placement.objects.select_for_update(skip_locked=True)

@@ -100,6 +100,13 @@ def blob_commit(*, digest: str, size: int, sha256: str, location: StorageLocatio
         blob, _ = Blob.objects.get_or_create(
             digest=digest, defaults={"size": size, "sha256": sha256}
         )
+        if blob.unrecoverable_at is not None:
+            Blob.objects.filter(pk=blob.pk).update(unrecoverable_at=None)
+            Placement.objects.filter(
+                blob=blob, state=PlacementState.FAILED, lost_at__isnull=False
+            ).update(
+                state=PlacementState.PENDING, attempts=0, error_permanent=False, enqueued_at=None
+            )
         Placement.objects.update_or_create(
             blob=blob,
             location=location,

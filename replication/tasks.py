@@ -110,3 +110,49 @@ def collect_garbage() -> dict[str, int]:
     from .gc import garbage_collect
 
     return garbage_collect()
+
+
+@shared_task(name="replication.audit_locations", ignore_result=True)
+def audit_locations() -> int:
+    """Send one audit task per location (the beat entry); return how many."""
+    from .models import StorageLocation
+
+    ids = list(StorageLocation.objects.values_list("pk", flat=True))
+    for location_pk in ids:
+        audit_location.delay(location_pk)
+    return len(ids)
+
+
+@shared_task(name="replication.audit_location", ignore_result=True)
+def audit_location(location_pk: int, deep: bool = False) -> int | None:
+    """Audit one location against its listing; return the audit run's id."""
+    from .inventory import location_audit
+    from .models import StorageLocation
+
+    location = StorageLocation.objects.filter(pk=location_pk).first()
+    if location is None:
+        return None
+    return location_audit(location=location, deep=deep).pk
+
+
+@shared_task(name="replication.scrub_locations", ignore_result=True)
+def scrub_locations() -> int:
+    """Send one scrub slice per location (the beat entry); return how many."""
+    from .models import StorageLocation
+
+    ids = list(StorageLocation.objects.values_list("pk", flat=True))
+    for location_pk in ids:
+        scrub_location.delay(location_pk)
+    return len(ids)
+
+
+@shared_task(name="replication.scrub_location", ignore_result=True)
+def scrub_location(location_pk: int) -> int | None:
+    """Re-read one slice of a location's present copies; return the scrub run's id."""
+    from .models import StorageLocation
+    from .scrub import location_scrub
+
+    location = StorageLocation.objects.filter(pk=location_pk).first()
+    if location is None:
+        return None
+    return location_scrub(location=location).pk

@@ -11,7 +11,9 @@ import copy
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import IO, Any, ClassVar, Literal
 
 from .errors import (
@@ -38,6 +40,20 @@ class ObjectStat:
     """What an engine knows about a stored object."""
 
     size: int
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One object of a listing: its key (without the engine's path prefix), size, and when it
+    was last written (None when the store does not say)."""
+
+    key: str
+    size: int
+    modified: datetime | None = None
+
+
+#: Objects asked for per listing request (the most S3 ListObjectsV2 answers in one page).
+LIST_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,7 @@ class StorageEngine(ABC):
         self.location_id = location_id
         self.options = options
         self.part_size: int = max(self.min_part_size, 8 * MiB)
+        self.list_page_size: int = LIST_PAGE
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.location_id}>"
@@ -96,6 +113,13 @@ class StorageEngine(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Delete the object; deleting a missing object is not an error."""
+
+    @abstractmethod
+    def list_objects(
+        self, prefix: str, *, start_after: str | None = None
+    ) -> Iterator[ListedObject]:
+        """Yield the objects whose keys start with ``prefix`` (and sort after ``start_after``),
+        in ascending byte order of their keys, fetched ``list_page_size`` at a time."""
 
     # --- Must implement: chunked sessions (called by the template methods below) ---------------
 

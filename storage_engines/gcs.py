@@ -31,7 +31,14 @@ from google.oauth2 import service_account
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .base import MiB, ObjectStat, StorageEngine, UploadState, range_resolve
+from .base import (
+    ListedObject,
+    MiB,
+    ObjectStat,
+    StorageEngine,
+    UploadState,
+    range_resolve,
+)
 from .errors import (
     AccessDenied,
     ContainerNotFound,
@@ -326,6 +333,29 @@ class GCSEngine(StorageEngine):
         except ObjectNotFound:
             return None
         return ObjectStat(size=int(blob.size or 0))
+
+    @_interop
+    def list_objects(
+        self, prefix: str, *, start_after: str | None = None
+    ) -> Iterator[ListedObject]:
+        strip = len(self._name(""))
+        client = self._connect()[0]
+        with self._errors(f"list {prefix} in {self.location_id}"):
+            blobs = client.list_blobs(
+                self.bucket_name,
+                prefix=self._name(prefix),
+                start_offset=self._name(start_after) if start_after is not None else None,
+                page_size=self.list_page_size,
+                fields="items(name,size,updated),nextPageToken",
+                timeout=self.timeout,
+                retry=self.retry,
+            )
+            for page in blobs.pages:
+                for blob in page:
+                    key = str(blob.name)[strip:]
+                    # startOffset is inclusive; start_after is not.
+                    if start_after is None or key > start_after:
+                        yield ListedObject(key, int(blob.size or 0), blob.updated)
 
     @_interop
     def delete(self, key: str) -> None:

@@ -5,12 +5,14 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from django import forms
 
-from .base import ObjectStat, StorageEngine, UploadState, range_resolve
+from .base import ListedObject, ObjectStat, StorageEngine, UploadState, range_resolve
 from .errors import (
     ContainerNotFound,
     ObjectNotFound,
@@ -55,6 +57,35 @@ class LocalEngine(StorageEngine):
     def _check_container(self) -> None:
         if not self.root.is_dir():
             raise ContainerNotFound(f"directory {self.root} does not exist")
+
+    def list_objects(
+        self, prefix: str, *, start_after: str | None = None
+    ) -> Iterator[ListedObject]:
+        if not self.root.is_dir():
+            raise ContainerNotFound(f"directory {self.root} does not exist")
+        top = prefix.rpartition("/")[0]
+        for key, size, mtime in self._walk(self.root / top if top else self.root, top):
+            if key.startswith(prefix) and (start_after is None or key > start_after):
+                yield ListedObject(key, size, datetime.fromtimestamp(mtime, UTC))
+
+    def _walk(self, directory: Path, base: str) -> Iterator[tuple[str, int, float]]:
+        """Yield (key, size) under ``directory`` in key order (a directory sorts as "name/")."""
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            return
+        named = sorted(
+            (entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name, entry)
+            for entry in entries
+            if not entry.name.startswith(".tmp-")  # a commit in progress (_session_complete)
+        )
+        for name, entry in named:
+            key = f"{base}/{name}" if base else name
+            if name.endswith("/"):
+                yield from self._walk(Path(entry.path), key.rstrip("/"))
+            elif entry.is_file(follow_symlinks=False):
+                found = entry.stat(follow_symlinks=False)
+                yield key, found.st_size, found.st_mtime
 
     def read(self, key: str, *, offset: int = 0, length: int | None = None) -> ByteStream:
         try:

@@ -1,11 +1,13 @@
 """In-memory engine for fast unit tests: every instance owns its own objects."""
 
 import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from django import forms
 
-from .base import ObjectStat, StorageEngine, UploadState, range_resolve
+from .base import ListedObject, ObjectStat, StorageEngine, UploadState, range_resolve
 from .errors import ObjectNotFound, UploadSessionInvalid
 from .options import EngineOptionsForm
 from .streams import CHUNK, ByteStream
@@ -28,6 +30,8 @@ class MemoryEngine(StorageEngine):
     def __init__(self, *, location_id: str, options: dict[str, Any]) -> None:
         super().__init__(location_id=location_id, options=options)
         self.objects: dict[str, bytes] = {}
+        #: When each object was written (tests may move it back in time).
+        self.modified: dict[str, datetime] = {}
         self.sessions: dict[str, list[bytes]] = {}
         self._lock = threading.Lock()
         if options.get("max_object_size") is not None:
@@ -47,6 +51,17 @@ class MemoryEngine(StorageEngine):
 
     def delete(self, key: str) -> None:
         self.objects.pop(key, None)
+
+    def list_objects(
+        self, prefix: str, *, start_after: str | None = None
+    ) -> Iterator[ListedObject]:
+        with self._lock:
+            keys = sorted(k for k in self.objects if k.startswith(prefix))
+        for key in keys:
+            if start_after is None or key > start_after:
+                data = self.objects.get(key)
+                if data is not None:
+                    yield ListedObject(key, len(data), self.modified.get(key))
 
     def _session_start(self, state: UploadState) -> None:
         with self._lock:
@@ -68,6 +83,7 @@ class MemoryEngine(StorageEngine):
         if last is not None:
             parts.append(last.read(last_size))
         self.objects[key] = b"".join(parts)
+        self.modified[key] = datetime.now(UTC)
         del self.sessions[state["upload_id"]]
 
     def _session_abort(self, state: UploadState) -> None:

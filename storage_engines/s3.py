@@ -30,7 +30,14 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from django import forms
 
-from .base import MiB, ObjectStat, StorageEngine, UploadState, range_resolve
+from .base import (
+    ListedObject,
+    MiB,
+    ObjectStat,
+    StorageEngine,
+    UploadState,
+    range_resolve,
+)
 from .errors import (
     AccessDenied,
     ContainerNotFound,
@@ -390,6 +397,27 @@ class S3Engine(StorageEngine):
             yield from body.iter_chunks(CHUNK)
         except (BotoCoreError, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(self._scrub(f"{self.location_id}: read {key}: {exc}")) from exc
+
+    def list_objects(
+        self, prefix: str, *, start_after: str | None = None
+    ) -> Iterator[ListedObject]:
+        strip = len(self._key(""))
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": self._key(prefix),
+            "MaxKeys": self.list_page_size,
+        }
+        if start_after is not None:
+            params["StartAfter"] = self._key(start_after)
+        while True:
+            with self._translated(f"list {prefix}"):
+                page = self.client.list_objects_v2(**params)
+            for item in page.get("Contents", []):
+                yield ListedObject(item["Key"][strip:], int(item["Size"]), item.get("LastModified"))
+            if not page.get("IsTruncated"):
+                return
+            params.pop("StartAfter", None)
+            params["ContinuationToken"] = page["NextContinuationToken"]
 
     def delete(self, key: str) -> None:
         with self._translated(f"delete {key}"):

@@ -16,6 +16,7 @@ import re
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
@@ -26,7 +27,14 @@ from django import forms
 from swiftclient import client as swift
 from swiftclient.utils import generate_temp_url
 
-from .base import MiB, ObjectStat, StorageEngine, UploadState, range_resolve
+from .base import (
+    ListedObject,
+    MiB,
+    ObjectStat,
+    StorageEngine,
+    UploadState,
+    range_resolve,
+)
 from .errors import (
     AccessDenied,
     ContainerNotFound,
@@ -444,6 +452,27 @@ class SwiftEngine(StorageEngine):
         except ObjectNotFound:
             return None
         return headers
+
+    def list_objects(
+        self, prefix: str, *, start_after: str | None = None
+    ) -> Iterator[ListedObject]:
+        strip = len(self._name(""))
+        marker = self._name(start_after) if start_after is not None else ""
+        while True:
+            with self._errors(f"list {prefix}", missing=self._no_container()):
+                _, page = self._connection().get_container(
+                    self.container,
+                    prefix=self._name(prefix),
+                    marker=marker,
+                    limit=self.list_page_size,
+                )
+            for item in page:
+                # An SLO's listing entry carries the size of the whole object, not the manifest.
+                modified = datetime.fromisoformat(item["last_modified"]).replace(tzinfo=UTC)
+                yield ListedObject(str(item["name"])[strip:], int(item["bytes"]), modified)
+            if len(page) < self.list_page_size:
+                return
+            marker = str(page[-1]["name"])
 
     def delete(self, key: str) -> None:
         name = self._name(key)

@@ -16,7 +16,7 @@ from replication.models import (
     PlacementState,
     StorageLocation,
 )
-from replication.status import LocationStatus, replication_status
+from replication.status import LocationStatus, blobs_unrecoverable_count, replication_status
 
 #: Throughput is measured over this window.
 THROUGHPUT_SECONDS = 300
@@ -65,13 +65,17 @@ class StatusOverview:
     location_ids: list[str]
     target_ids: list[str]
     generated_at: Any
+    unrecoverable: int = 0
 
 
 def throughput_by_location() -> dict[str, tuple[int, int]]:
     """Return, per location ID, the bytes and number of copies verified in the window."""
     since = timezone.now() - timedelta(seconds=THROUGHPUT_SECONDS)
     rows = (
-        Placement.objects.filter(state=PlacementState.PRESENT, verified_at__gte=since)
+        # Both times: a scrub re-verifies copies (verified_at) without copying them (updated_at).
+        Placement.objects.filter(
+            state=PlacementState.PRESENT, verified_at__gte=since, updated_at__gte=since
+        )
         .exclude(copy_method="")
         .values("location__location_id")
         .annotate(total=Sum("blob__size"), count=Count("pk"))
@@ -120,6 +124,7 @@ def status_overview() -> StatusOverview:
         location_ids=location_ids,
         target_ids=[row.location_id for row in statuses if row.is_target],
         generated_at=timezone.now(),
+        unrecoverable=blobs_unrecoverable_count(),
     )
 
 

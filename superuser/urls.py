@@ -15,4 +15,5 @@ urlpatterns = [
     path("status/", status.status, name="status"),
     path("status/fragment/", status.status_fragment, name="status-fragment"),
     path("status/retry/", status.retry, name="retry"),
+    path("status/audit/", status.audit, name="audit"),
 ]

@@ -5,20 +5,24 @@ location fails, the next is tried within the same request. This is the one funct
 georeplication work extends (health, priority replication).
 """
 
+import hashlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
 
 from replication import health
-from replication.models import Blob, Placement, ServeMode, StorageLocation
+from replication.models import Blob, Placement, PlacementState, ServeMode, StorageLocation
+from replication.repair import placement_damage_at
 from replication.selectors import (
     location_engine,
     preference_of_instance,
     read_candidates,
 )
 from replication.services import placement_prioritize
-from storage_engines.errors import ObjectNotFound, StorageError, StorageUnavailable
+from storage_engines.base import StorageEngine
+from storage_engines.errors import InvalidRange, ObjectNotFound, StorageError, StorageUnavailable
 from storage_engines.keys import content_key
 from storage_engines.streams import ByteStream
 
@@ -57,6 +61,19 @@ def _own_copy_hurry(
         placement_prioritize(blob=blob, location=preference[0])
 
 
+class CopyDamaged(StorageError):
+    """A present copy is not what its placement says: missing, or of a wrong size."""
+
+
+def _object_check(engine: StorageEngine, key: str, blob: Blob) -> None:
+    """Raise ObjectNotFound or CopyDamaged unless the store holds ``blob.size`` bytes at ``key``."""
+    found = engine.stat(key)
+    if found is None:
+        raise ObjectNotFound(f"{key} not found in {engine.location_id}")
+    if found.size != blob.size:
+        raise CopyDamaged(f"{engine.location_id} holds {found.size} bytes, expected {blob.size}")
+
+
 def blob_source_open(
     *,
     blob: Blob,
@@ -65,6 +82,10 @@ def blob_source_open(
     present: list[Placement] | None = None,
 ) -> BlobRedirect | BlobStream:
     """Return where the bytes of ``blob`` come from; raise StorageFailed if nowhere.
+
+    A present copy found missing or of a wrong size is marked lost (its repair queued) and the
+    next location is tried in the same request. A streamed body is hashed on its way out; wrong
+    bytes mark the copy corrupt and cut the response (see ``_verified``).
 
     The database connection is released before a body is streamed (a download may be long);
     a ``HEAD`` or a redirect keeps it for the next request (reconnecting cost more than the
@@ -80,20 +101,28 @@ def blob_source_open(
         try:
             if location.serve_mode == ServeMode.REDIRECT:
                 url = engine.direct_url(key, expires_in=direct_url_ttl(), method=method)
-                # A URL is signed without asking the store: check the store holds the bytes
-                # (distribution stats too) so that a dead store sends us to the next location.
-                if url and engine.stat(key) is None:
-                    raise ObjectNotFound(f"{key} missing in {location.location_id}")
                 if url:
+                    # A URL is signed without asking the store: check the store holds the bytes
+                    # (distribution stats too) so that a lost copy sends us to the next location.
+                    _object_check(engine, key, blob)
                     health.location_succeeded(location.location_id)
                     return BlobRedirect(url)
             if method == "HEAD":
+                _object_check(engine, key, blob)
+                health.location_succeeded(location.location_id)
                 return BlobStream(None)
             offset, length = (byte_range.first, byte_range.length) if byte_range else (0, None)
             db_release()
             stream = engine.read(key, offset=offset, length=length)
             health.location_succeeded(location.location_id)
-            return BlobStream(stream)
+            return BlobStream(_verified(stream, blob, location, length or blob.size - offset))
+        except (ObjectNotFound, CopyDamaged, InvalidRange) as exc:
+            # InvalidRange: the range was checked against the blob's size, so the object is short.
+            logger.warning("blob %s not served from %s: %s", blob.digest, location, exc)
+            placement_damage_at(
+                blob=blob, location=location, state=PlacementState.LOST, reason=str(exc)
+            )
+            failures.append(ObjectNotFound(str(exc)))
         except StorageError as exc:
             logger.warning("blob %s not served from %s: %s", blob.digest, location, exc)
             if isinstance(exc, StorageUnavailable):
@@ -102,3 +131,49 @@ def blob_source_open(
     if not failures or all(isinstance(exc, ObjectNotFound) for exc in failures):
         raise errors.BlobUnknown({"digest": blob.digest})
     raise StorageFailed({"digest": blob.digest})
+
+
+class BodyCut(Exception):
+    """The bytes a store returned are not the blob's: the response is cut, never completed."""
+
+
+def _verified(stream: ByteStream, blob: Blob, location: StorageLocation, length: int) -> ByteStream:
+    """Return ``stream`` checked on its way out: the last chunk is held back until the bytes are
+    known right, so a client never receives a complete wrong body.
+
+    A whole body is hashed against the blob's SHA-256, a range is counted. On a mismatch the
+    copy is marked corrupt (the next request reads another one) and BodyCut is raised inside the
+    WSGI iteration: the server drops the connection before Content-Length bytes were sent.
+    A local file sent with sendfile() passes unchecked (the audit and the scrub check it).
+    """
+    if stream.file is not None:
+        return stream
+    whole = length == blob.size
+
+    def chunks() -> Iterator[bytes]:
+        digest = hashlib.sha256() if whole else None
+        held, size = b"", 0
+        for chunk in stream:
+            size += len(chunk)
+            if digest is not None:
+                digest.update(chunk)
+            if size > length:
+                break
+            if held:
+                yield held
+            held = chunk
+        problem = None
+        if size != length:
+            problem = f"{location.location_id} returned {size} bytes, expected {length}"
+        elif digest is not None and digest.hexdigest() != blob.sha256:
+            problem = f"{location.location_id} returned bytes whose SHA-256 is not the blob's"
+        if problem is not None:
+            logger.error("blob %s: %s; response cut", blob.digest, problem)
+            placement_damage_at(
+                blob=blob, location=location, state=PlacementState.CORRUPT, reason=problem
+            )
+            raise BodyCut(problem)
+        if held:
+            yield held
+
+    return ByteStream(chunks(), stream.close)

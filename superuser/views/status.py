@@ -1,9 +1,13 @@
 """Replication status tab: counts, throughput, backfill progress, failures, instances."""
 
 from django.contrib import messages
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
+
+from replication.models import StorageLocation
+from replication.tasks import audit_location
 
 from ..access import superuser_required
 from ..forms import whole_number
@@ -38,4 +42,17 @@ def retry(request: HttpRequest) -> HttpResponse:
     else:
         count = failed_placements_retry(location_id=request.POST.get("location_id") or None)
     messages.success(request, f"{count} failed placement(s) sent back to the replication queue.")
+    return redirect("superuser:status")
+
+
+@superuser_required
+@require_POST
+def audit(request: HttpRequest) -> HttpResponse:
+    """Start an audit of one location in the background."""
+    location = StorageLocation.objects.filter(location_id=request.POST.get("location_id")).first()
+    if location is None:
+        messages.error(request, "No such storage location.")
+    else:
+        transaction.on_commit(lambda: audit_location.delay(location.pk))
+        messages.success(request, f"Audit of {location.location_id} started.")
     return redirect("superuser:status")

@@ -304,3 +304,24 @@ def test_a_retry_of_a_placement_id_that_is_no_number_is_ignored_not_a_500(
     response = admin_client.post("/superuser/status/retry/", {"placement": value})
 
     assert response.status_code == 302
+
+
+def test_the_status_tab_audits_a_location_shows_the_result_and_an_unrecoverable_blob_in_red(
+    admin_client: Any, two_regions: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from replication.models import AuditRun
+
+    us, _ = two_regions
+    blob = commit(us, 100, django_capture_on_commit_callbacks)
+    location_engine(us).delete(content_key(blob.digest))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post("/superuser/status/audit/", {"location_id": "us_mem"})
+    page = admin_client.get("/superuser/status/").content.decode()
+
+    assert response.status_code == 302
+    run = AuditRun.objects.get(location=us)
+    assert (run.lost, run.finished_at is not None) == (1, True)
+    assert 'data-audit="us_mem"' in page
+    assert 'id="unrecoverable"' in page  # the only copy is gone: said in red
+    assert Blob.objects.get(pk=blob.pk).unrecoverable_at is not None
