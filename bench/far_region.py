@@ -166,12 +166,21 @@ def run(*, quick: bool, runs: int, replica: bool = False) -> dict[str, Any]:
         token = geo_setup(env, {NEAR: (s3, "redirect"), FAR: (s3, "redirect")})
         broker_purge(env, QUEUES)
         proxy = stack.enter_context(DelayProxy(urlsplit(servers.PG).port or 5432))
-        far_env = dict(env, DATABASE_URL=_through(proxy))
-        near = stack.enter_context(quay(env, token, preference=NEAR))
+        # Each region's web processes share a region-local cache (a Redis database of its own),
+        # as docs/operations.md ("Caches") recommends for more than one web process per region.
+        far_env = dict(
+            env, DATABASE_URL=_through(proxy), QUAY_GEO_REGION_CACHE_URL=f"{servers.REDIS}/14"
+        )
+        near_env = dict(env, QUAY_GEO_REGION_CACHE_URL=f"{servers.REDIS}/13")
+        near = stack.enter_context(quay(near_env, token, preference=NEAR))
         far_servers = {"": stack.enter_context(quay(far_env, token, preference=FAR))}
         if replica:
             standby_url = stack.enter_context(standby())
-            replica_env = dict(far_env, DATABASE_REPLICA_URL=f"{standby_url}/{DATABASE}")
+            replica_env = dict(
+                far_env,
+                DATABASE_REPLICA_URL=f"{standby_url}/{DATABASE}",
+                QUAY_GEO_REGION_CACHE_URL=f"{servers.REDIS}/12",
+            )
             far_servers[" + replica"] = stack.enter_context(
                 quay(replica_env, token, preference=FAR)
             )
