@@ -87,6 +87,11 @@ def _link_key(name: str, digest: str) -> str:
     return f"l:{name}:{digest}"
 
 
+def blob_link_remember(*, name: str, digest: str) -> None:
+    """Cache the fact that a blob is linked to a repository (it was just pushed there)."""
+    region_cache.set(_link_key(name, digest), True, ttl=content_ttl())
+
+
 def blob_link_forget(*, name: str, digest: str) -> None:
     """Drop the cached fact that a blob is linked to a repository (it was unlinked)."""
     region_cache.delete([_link_key(name, digest)])

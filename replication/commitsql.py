@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CommitStatement:
-    """CTEs ``blob`` (its ``id``) and ``pending`` (``id``, ``location_id``), with parameters."""
+    """CTEs with their parameters: ``blob`` (its ``id``), ``pending`` (``id``, ``location_id``)
+    for a blob commit, and ``present_before`` (``location_id``: copies present before it)."""
 
     ctes: str
     params: dict[str, Any]
@@ -112,6 +113,10 @@ def blob_commit_statement(
         -- a repair that found no source left: this push is one
         WHERE {tables["placement"]}.state = %(failed)s AND {tables["placement"]}.lost_at IS NOT NULL
         RETURNING id, location_id
+    ),
+    present_before AS (
+        SELECT p.location_id FROM {tables["placement"]} p JOIN blob ON p.blob_id = blob.id
+        WHERE p.state = %(present)s
     )"""  # noqa: S608 - table names from the models
     params = {
         "digest": digest,

@@ -16,6 +16,7 @@ from replication import health
 from replication.models import Blob, Placement, PlacementState, ServeMode, StorageLocation
 from replication.repair import placement_damage_at
 from replication.selectors import (
+    blob_facts_forget,
     location_engine,
     preference_of_instance,
     read_candidates,
@@ -93,11 +94,35 @@ def blob_source_open(
     """
     preference = preference_of_instance()  # a PreferenceError surfaces as it always did
     placements = read_candidates(blob, preference, present)
-    candidates = [(p.location, location_engine(p.location)) for p in placements]
-    _own_copy_hurry(blob, [location for location, _ in candidates], preference)
-    key = content_key(blob.digest)
+    _own_copy_hurry(blob, [p.location for p in placements], preference)
     failures: list[StorageError] = []
-    for location, engine in candidates:
+    found = _first_source(blob, method, byte_range, placements, failures)
+    if found is None and present is not None:
+        # The caller's placements may be the region cache's, older than copies made since:
+        # before answering that nothing holds the blob, ask the database for the others.
+        blob_facts_forget([blob.digest])
+        tried = {p.location_id for p in placements}
+        others = [p for p in read_candidates(blob, preference) if p.location_id not in tried]
+        found = _first_source(blob, method, byte_range, others, failures)
+    if found is not None:
+        return found
+    if not failures or all(isinstance(exc, ObjectNotFound) for exc in failures):
+        raise errors.BlobUnknown({"digest": blob.digest})
+    raise StorageFailed({"digest": blob.digest})
+
+
+def _first_source(
+    blob: Blob,
+    method: str,
+    byte_range: ByteRange | None,
+    placements: list[Placement],
+    failures: list[StorageError],
+) -> BlobRedirect | BlobStream | None:
+    """Return the first of ``placements`` that serves the blob, None if none; note failures."""
+    key = content_key(blob.digest)
+    for placement in placements:
+        location = placement.location
+        engine = location_engine(location)
         try:
             if location.serve_mode == ServeMode.REDIRECT:
                 url = engine.direct_url(key, expires_in=direct_url_ttl(), method=method)
@@ -128,9 +153,7 @@ def blob_source_open(
             if isinstance(exc, StorageUnavailable):
                 health.location_failed(location.location_id, reason=str(exc))
             failures.append(exc)
-    if not failures or all(isinstance(exc, ObjectNotFound) for exc in failures):
-        raise errors.BlobUnknown({"digest": blob.digest})
-    raise StorageFailed({"digest": blob.digest})
+    return None
 
 
 class BodyCut(Exception):

@@ -23,10 +23,10 @@ from django.utils import timezone
 
 from replication import health
 from replication.commitsql import blob_commit_statement, task_sender
-from replication.models import Blob, StorageLocation
+from replication.models import Blob, Placement, StorageLocation
 from replication.selectors import (
     PreferenceError,
-    blob_facts_forget,
+    blob_facts_remember,
     config_current,
     location_engine,
     upload_location_pick,
@@ -41,7 +41,7 @@ from ..hashing import HashingBody, UploadHash, digests_known, request_hashing, s
 from ..models import BlobUpload, Repository, RepositoryBlob
 from ..names import Digest
 from ..ranges import upload_range
-from ..selectors import upload_get
+from ..selectors import blob_link_remember, upload_get
 from .problems import StorageFailed
 from .streaming import Body
 
@@ -356,7 +356,9 @@ def _blob_record(
         ON CONFLICT (repository_id, blob_id) DO NOTHING
     ),
     gone AS (DELETE FROM {BlobUpload._meta.db_table} WHERE id = %(upload)s)
-    SELECT blob.id, pending.id, pending.location_id FROM blob LEFT JOIN pending ON true"""  # noqa: S608 - table names from the models
+    SELECT blob.id, pending.id, pending.location_id,
+        ARRAY(SELECT location_id FROM present_before)
+    FROM blob LEFT JOIN pending ON true"""  # noqa: S608 - table names from the models
     params = {
         **statement.params,
         "repository": repository.pk,
@@ -367,7 +369,11 @@ def _blob_record(
         rows = cursor.fetchall()
     blob = Blob(pk=rows[0][0], digest=str(digest), size=size, sha256=sha256)
     task_sender.send_later((row[1], row[2]) for row in rows if row[1] is not None)
-    blob_facts_forget([blob.digest])
+    # The region pulls what it just pushed without asking the database: its link and its
+    # present copies (this one, and those present before) go to the region cache.
+    holders = dict.fromkeys([location.pk, *rows[0][3]])
+    blob_facts_remember(blob, [Placement(blob=blob, location_id=pk) for pk in holders])
+    blob_link_remember(name=repository.full_name, digest=blob.digest)
     return blob
 
 

@@ -9,7 +9,7 @@ from django.db import connection
 from registry.models import RepositoryBlob
 from replication.models import Blob, StorageLocation
 from replication.selectors import location_engine
-from replication.services import blob_commit, location_create
+from replication.services import blob_commit, config_version_bump, location_create
 from storage_engines.errors import ObjectNotFound, StorageUnavailable
 from storage_engines.keys import content_key
 from storage_engines.memory import MemoryEngine
@@ -154,6 +154,7 @@ def test_a_proxying_location_streams_even_when_it_has_direct_urls(
     api: Api, memory: Memory, pushed: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     StorageLocation.objects.filter(pk=memory.location.pk).update(serve_mode="proxy")
+    config_version_bump()  # as every change of a location does
     monkeypatch.setattr(memory.engine, "direct_url", lambda *a, **k: "https://never")
 
     response = api.call("GET", f"/v2/alice/app/blobs/{pushed}")

@@ -56,6 +56,18 @@ def test_a_warm_manifest_get_by_tag_and_by_digest_asks_the_database_nothing(
     assert by_tag["Docker-Content-Digest"] == image.digest
 
 
+def test_a_blob_pulled_in_the_region_that_pushed_it_asks_the_database_nothing(
+    api: Api, memory: Memory, django_assert_num_queries: DjangoAssertNumQueries
+) -> None:
+    data = os.urandom(200)
+    digest = api.blob_push("alice/app", data)  # the commit fills the region cache
+
+    with django_assert_num_queries(0):
+        head = api.call("HEAD", f"/v2/alice/app/blobs/{digest}")
+
+    assert head.status_code == 200
+
+
 def test_a_cold_blob_head_asks_one_query(
     api: Api, memory: Memory, django_assert_num_queries: DjangoAssertNumQueries
 ) -> None:
