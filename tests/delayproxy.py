@@ -52,6 +52,9 @@ class _Link:
         #: True until the client's first send, and again after each delivery to the client.
         self.answered = True
         self.open_directions = 2
+        self.round_trips = 0
+        #: A background connection (``ignore_background``): its round trips are not counted.
+        self.ignored = False
 
     def close(self) -> None:
         for sock in (self.client, self.upstream):
@@ -145,6 +148,22 @@ class DelayProxy:
         with self._lock:
             self._counts = ProxyCounts()
 
+    def ignore_background(self, seconds: float) -> int:
+        """Stop counting the connections that talk during ``seconds`` of quiet; return how many.
+
+        Call it while the clients under measurement send nothing: what still talks then is a
+        process's own background work (a replica monitor, a heartbeat), not a request's.
+        """
+        with self._lock:
+            before = {link: link.round_trips for link in self._links}
+        time.sleep(seconds)
+        with self._lock:
+            chatty = [link for link, count in before.items() if link.round_trips != count]
+            chatty += [link for link in self._links if link not in before]
+            for link in chatty:
+                link.ignored = True
+        return len(chatty)
+
     @property
     def url_host(self) -> str:
         """Return ``127.0.0.1:port``, for a URL naming the proxy instead of the target."""
@@ -205,7 +224,9 @@ class DelayProxy:
             first = False
             if data and up:
                 with self._lock:
-                    self._count(round_trips=int(link.answered), bytes_up=len(data))
+                    link.round_trips += int(link.answered)
+                    if not link.ignored:
+                        self._count(round_trips=int(link.answered), bytes_up=len(data))
                     link.answered = False
             held.put((time.monotonic() + delay, data))
             if not data:  # end of stream, delivered in order like any chunk

@@ -127,6 +127,36 @@ def test_counts_each_connection_and_its_first_send(proxy: DelayProxy) -> None:
     assert (counts.connections, counts.round_trips) == (2, 2)
 
 
+def test_a_connection_that_talks_while_the_clients_are_quiet_is_not_counted(
+    proxy: DelayProxy,
+) -> None:
+    stop = threading.Event()
+
+    def background(sock: socket.socket) -> None:  # a monitor's periodic query
+        while not stop.is_set():
+            sock.sendall(b"m")
+            receive(sock, 1)
+            stop.wait(0.05)
+
+    with connect(proxy) as request, connect(proxy) as monitor:
+        request.sendall(b"warm")
+        receive(request, 4)
+        talker = threading.Thread(target=background, args=(monitor,))
+        talker.start()
+        try:
+            assert proxy.ignore_background(0.3) == 1
+            before = proxy.snapshot()
+            for _ in range(2):
+                request.sendall(b"q")
+                receive(request, 1)
+            counted = proxy.snapshot() - before
+        finally:
+            stop.set()
+            talker.join()
+
+    assert counted.round_trips == 2, "the monitor's trips meanwhile are left out"
+
+
 def test_a_difference_of_snapshots_measures_one_request_and_reset_zeroes(
     proxy: DelayProxy,
 ) -> None:
