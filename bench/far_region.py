@@ -30,6 +30,8 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
+
 from tests.delayproxy import DelayProxy, ProxyCounts
 
 from . import servers
@@ -76,13 +78,27 @@ def counted(proxy: DelayProxy, call: Callable[[], object]) -> ProxyCounts:
 
 
 def connections_warm(server: Quay, repo: str, proxy: DelayProxy) -> None:
-    """Send a burst of token requests at no delay: every gunicorn thread opens its connection."""
+    """Send bursts of requests at no delay: every gunicorn thread opens its connections.
+
+    Token requests read (on the replica where there is one); upload sessions write, so every
+    thread also holds a connection to the primary, as in a registry that has run a while.
+    """
     rtt, proxy.rtt_ms = proxy.rtt_ms, 0
     try:
+        token = bearer_token(server.url, repo, server.creds, "pull,push")
+
+        def session(_: int) -> None:
+            requests.post(
+                f"{server.url}/v2/{repo}/blobs/uploads/",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=60,
+            ).close()
+
         with ThreadPoolExecutor(16) as pool:
             list(
                 pool.map(lambda _: bearer_token(server.url, repo, server.creds), range(WARM_BURST))
             )
+            list(pool.map(session, range(WARM_BURST)))
     finally:
         proxy.rtt_ms = rtt
 

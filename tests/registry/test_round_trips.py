@@ -138,3 +138,39 @@ def test_a_warm_token_request_asks_the_database_nothing(
         token = api.token("repository:alice/app:pull")
 
     assert token
+
+
+@pytest.fixture
+def shared_region_cache(settings: Any) -> Any:
+    """Django's default cache on the test Redis: the region cache's shared level is on."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6390/9",
+        }
+    }
+    from django.core.cache import caches
+
+    caches["default"].clear()
+    region_cache.reset()
+    yield region_cache
+    caches["default"].clear()
+    region_cache.reset()
+
+
+def test_another_process_of_the_region_pulls_a_push_through_the_shared_cache(
+    shared_region_cache: Any,
+    api: Api,
+    image: Image,
+    django_assert_num_queries: DjangoAssertNumQueries,
+) -> None:
+    assert api.manifest_push("alice/app", "v1", image.manifest).status_code == 201
+    layer = sha256(image.layers[0])
+    shared_region_cache.delete_prefix("")  # this process forgets; the shared level remembers
+
+    with django_assert_num_queries(0):
+        manifest = api.call("GET", "/v2/alice/app/manifests/v1")
+        head = api.call("HEAD", f"/v2/alice/app/blobs/{layer}")
+
+    assert manifest.status_code == 200
+    assert head.status_code == 200
