@@ -239,7 +239,7 @@ def quay_env(database_url: str, **extra: str) -> dict[str, str]:
         DJANGO_SUPERUSER_USERNAME="bench",
         DJANGO_SUPERUSER_PASSWORD="bench-password-1234",
         QUAY_GEO_TOKEN_TTL="3600",
-        QUAY_GEO_LOG_LEVEL="WARNING",
+        QUAY_GEO_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

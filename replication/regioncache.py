@@ -95,9 +95,11 @@ class RegionCache:
                 self._drop(key)
         shared = self._level2()
         if shared is None:
+            logger.debug("region cache: %s not cached", key)
             return None
         found = self._level2_call("get", lambda: shared.get(_KEY_PREFIX + key))
         if found is None:
+            logger.debug("region cache: %s not cached in the region", key)
             return None
         expires_at, size, value = found
         remaining = expires_at - time.time()

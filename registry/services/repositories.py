@@ -1,10 +1,17 @@
 """Repositories created on first push, and links of blobs to repositories."""
 
 from replication.models import Blob, Placement, PlacementState
+from replication.selectors import blob_facts_remember
 
 from .. import errors
 from ..models import Namespace, Repository, RepositoryBlob
-from ..selectors import blob_link_forget, blob_linked, repository_find, repository_remember
+from ..selectors import (
+    blob_link_forget,
+    blob_link_remember,
+    blob_linked,
+    repository_find,
+    repository_remember,
+)
 
 
 def repository_for_push(*, name: str) -> Repository:
@@ -32,12 +39,15 @@ def repository_for_push(*, name: str) -> Repository:
 def blob_mount(*, repository: Repository, source: Repository, digest: str) -> Blob | None:
     """Link a blob of ``source`` into ``repository``; return it, or None if it cannot be mounted."""
     blob = blob_linked(repository=source, digest=digest)
-    if (
-        blob is None
-        or not Placement.objects.filter(blob=blob, state=PlacementState.PRESENT).exists()
-    ):
+    if blob is None:
+        return None
+    present = list(Placement.objects.filter(blob=blob, state=PlacementState.PRESENT))
+    if not present:
         return None
     RepositoryBlob.objects.get_or_create(repository=repository, blob=blob)
+    # Like a push, a mount fills the region cache: the pull that follows asks nothing.
+    blob_facts_remember(blob, present)
+    blob_link_remember(name=repository.full_name, digest=digest)
     return blob
 
 

@@ -174,3 +174,19 @@ def test_another_process_of_the_region_pulls_a_push_through_the_shared_cache(
 
     assert manifest.status_code == 200
     assert head.status_code == 200
+
+
+def test_a_blob_pulled_right_after_it_was_mounted_asks_the_database_nothing(
+    api: Api, memory: Memory, django_assert_num_queries: DjangoAssertNumQueries
+) -> None:
+    digest = api.blob_push("alice/base", os.urandom(300))
+    region_cache.reset()  # pushed in another process of the region
+    mounted = api.call(
+        "POST", "/v2/alice/app/blobs/uploads/", query={"mount": digest, "from": "alice/base"}
+    )
+    assert mounted.status_code == 201
+
+    with django_assert_num_queries(0):
+        head = api.call("HEAD", f"/v2/alice/app/blobs/{digest}")
+
+    assert head.status_code == 200
