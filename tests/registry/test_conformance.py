@@ -192,6 +192,11 @@ def test_push_workflow(api: Api, data: Data) -> None:
 
 
 def test_content_discovery_workflow(api: Api, data: Data) -> None:
+    # Referrers of a repository nothing was pushed to: an empty index, never a 404
+    unborn = api.call("GET", f"/v2/{NAME}-unborn/referrers/{DUMMY_DIGEST}")
+    assert (unborn.status_code, unborn["Content-Type"]) == (200, OCI_INDEX)
+    assert unborn.json() == {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+
     populate_blob(api, data.configs[2])
     populate_blob(api, LAYER)
     for i in range(4):
