@@ -59,6 +59,13 @@ def test_pull_workflow(api: Api, data: Data) -> None:
     assert (head.status_code, head["Docker-Content-Digest"]) == (200, sha256(data.configs[0]))
     assert api.call("GET", f"/v2/{NAME}/blobs/{DUMMY_DIGEST}").status_code == 404
     assert api.call("GET", f"/v2/{NAME}/blobs/{sha256(data.configs[0])}").status_code == 200
+    invalid = api.call(
+        "GET", f"/v2/{NAME}/blobs/{sha256(data.configs[0])}", headers={"Range": "bytes=500-0"}
+    )
+    assert (invalid.status_code, invalid["Content-Range"]) == (
+        416,
+        f"bytes */{len(data.configs[0])}",
+    )
 
     # Pull manifests
     accept = {"Accept": OCI_MANIFEST}

@@ -352,6 +352,11 @@ def test_proxy_mode_streams_blobs_with_ranges(registry_server: str, alice: User)
         headers={**bearer, "Range": "bytes=1000-1999"},
         timeout=60,
     )
+    invalid = requests.get(
+        f"http://{registry_server}/v2/alice/raw/blobs/{digest}",
+        headers={**bearer, "Range": "bytes=500-0"},
+        timeout=60,
+    )
     head = requests.head(
         f"http://{registry_server}/v2/alice/raw/blobs/{digest}", headers=bearer, timeout=30
     )
@@ -361,6 +366,8 @@ def test_proxy_mode_streams_blobs_with_ranges(registry_server: str, alice: User)
     assert part.status_code == 206
     assert part.headers["Content-Range"] == f"bytes 1000-1999/{len(data)}"
     assert part.content == data[1000:2000]
+    assert (invalid.status_code, invalid.headers["Content-Range"]) == (416, f"bytes */{len(data)}")
+    assert invalid.content == b""
     assert head.status_code == 200
     assert head.headers["Content-Length"] == str(len(data))
     assert head.content == b""
