@@ -17,7 +17,14 @@ The rule for a route that needs actions the token does not grant (``access_requi
   naming the scope, so that the client logs in or fetches a token for it;
 * authenticated caller whose user *would* be granted every missing action now -> 401
   ``UNAUTHORIZED`` with the challenge (``error="insufficient_scope"``): the client fetches a
-  fresh token for that scope, as distribution answers insufficient scopes;
+  fresh token for that scope, as distribution answers insufficient scopes and as the docker
+  token specification (and the OCI conformance suite) expects;
+* the same token sent again for the same scope within ``SCOPE_REFUSAL_SECONDS`` -> 403
+  ``DENIED`` with the same challenge (RFC 6750's answer to ``insufficient_scope``). A client
+  that follows the docker token specification never repeats a refused token; oras-py does: it
+  resends its token after a 401 and fetches a new one only after a 403. The refusal is kept in
+  the region cache: in the process only, unless it is shared, which is enough for a retry on
+  the same connection;
 * authenticated caller who could never get them -> 403 ``DENIED``. A repository that does not
   exist in a namespace the user cannot read is DENIED too, so existence never leaks.
 
@@ -28,6 +35,7 @@ Settings: ``QUAY_GEO_REGISTRY_SERVICE`` (the service name, token audience; defau
 the request), plus those of ``registry.tokens``.
 """
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,6 +45,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
+
+from replication.regioncache import region_cache
 
 from . import errors, permissions
 from .accounts import user_active_get
@@ -50,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 TOKEN_PATH = "/v2/auth"  # noqa: S105 - a URL path
 _CACHE_ATTRIBUTE = "_quay_geo_identity"
+#: How long a refused token is remembered (module docstring): a client's immediate retry.
+SCOPE_REFUSAL_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -180,11 +192,27 @@ def access_require(
                 detail,
                 message=f"access to {repository} denied: {', '.join(missing)} not allowed",
             )
+    headers = challenge(request, repository=repository, actions=wanted, error=error)
+    token = _bearer_token(request)
+    if token and _refused_before(token, repository=repository, actions=wanted):
+        raise errors.Denied(
+            detail, message="token lacks the scope required; fetch a new one", headers=headers
+        )
     raise errors.Unauthorized(
         detail,
         message="authentication required" if error is None else "token lacks the scope required",
-        headers=challenge(request, repository=repository, actions=wanted, error=error),
+        headers=headers,
     )
+
+
+def _refused_before(token: str, *, repository: str, actions: Iterable[str]) -> bool:
+    """Return whether ``token`` was refused these actions recently; remember that it now was."""
+    fingerprint = hashlib.sha256(token.encode()).hexdigest()[:32]
+    key = f"scope-refused:{fingerprint}:{repository}:{','.join(actions)}"
+    if region_cache.get(key):
+        return True
+    region_cache.set(key, True, ttl=SCOPE_REFUSAL_SECONDS)
+    return False
 
 
 def registry_root_require(request: "HttpRequest | Request") -> Identity:

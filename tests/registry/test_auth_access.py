@@ -3,6 +3,7 @@
 import base64
 import datetime as dt
 import json
+import time
 
 import pytest
 from django.contrib.auth.models import User
@@ -15,6 +16,7 @@ from rest_framework.request import Request
 from registry import errors
 from registry.auth import (
     ANONYMOUS,
+    SCOPE_REFUSAL_SECONDS,
     access_require,
     identity_of,
     registry_root_require,
@@ -269,6 +271,41 @@ def test_token_for_another_repository_asks_for_a_new_token_when_it_would_be_gran
         f'Bearer realm="{REALM}",service="testserver",'
         'scope="repository:alice/b:pull,push",error="insufficient_scope"'
     )
+
+
+def test_the_same_token_refused_again_for_the_same_scope_is_denied_with_the_challenge(
+    world: World,
+) -> None:
+    token = token_make(user=world.alice, access={"alice/a": ["pull"]})
+    fresh = token_make(user=world.alice, access={"alice/a": ["pull"]}, lifetime=dt.timedelta(60))
+
+    with pytest.raises(errors.Unauthorized) as first:
+        access_require(request_with(bearer(token)), "alice/a", ["pull", "push"])
+    with pytest.raises(errors.Denied) as again:
+        access_require(request_with(bearer(token)), "alice/a", ["pull", "push"])
+    with pytest.raises(errors.Unauthorized) as other_scope:
+        access_require(request_with(bearer(token)), "alice/a", ["delete"])
+    with pytest.raises(errors.Unauthorized) as other_token:
+        access_require(request_with(bearer(fresh)), "alice/a", ["pull", "push"])
+
+    assert again.value.status == 403
+    assert challenge_of(again) == challenge_of(first) == challenge_of(other_token)
+    assert challenge_of(other_scope).endswith(
+        'scope="repository:alice/a:delete",error="insufficient_scope"'
+    )
+
+
+def test_a_refused_token_is_forgotten_after_a_minute(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = token_make(user=world.alice, access={"alice/a": ["pull"]})
+    with pytest.raises(errors.Unauthorized):
+        access_require(request_with(bearer(token)), "alice/a", ["push"])
+    later = time.monotonic() + SCOPE_REFUSAL_SECONDS + 1
+    monkeypatch.setattr("replication.regioncache.time.monotonic", lambda: later)
+
+    with pytest.raises(errors.Unauthorized):
+        access_require(request_with(bearer(token)), "alice/a", ["push"])
 
 
 def test_token_for_another_repository_is_denied_when_it_never_would_be_granted(
