@@ -37,7 +37,7 @@ the request), plus those of ``registry.tokens``.
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -90,21 +90,29 @@ def realm_of(request: "HttpRequest | Request") -> str:
     return request.build_absolute_uri(TOKEN_PATH)
 
 
+#: Scopes a challenge names: (repository, actions) pairs, in order.
+Scopes = Sequence[tuple[str, Sequence[str]]]
+
+
 def challenge(
-    request: "HttpRequest | Request",
-    *,
-    repository: str | None = None,
-    actions: Iterable[str] = (),
-    error: str | None = None,
+    request: "HttpRequest | Request", *, scopes: Scopes = (), error: str | None = None
 ) -> dict[str, str]:
-    """Return the ``WWW-Authenticate`` header that sends a client to the token endpoint."""
+    """Return the ``WWW-Authenticate`` header that sends a client to the token endpoint.
+
+    Several scopes go space-separated in the one ``scope`` parameter, as distribution writes
+    them (``scope="repository:a/b:pull,push repository:c/d:pull"``).
+    """
     params = [("realm", realm_of(request)), ("service", service_of(request))]
-    if repository is not None:
-        params.append(("scope", f"repository:{repository}:{','.join(actions)}"))
+    if scopes:
+        params.append(("scope", _scope_text(scopes)))
     if error is not None:
         params.append(("error", error))
     quoted = ",".join(f'{name}="{_quote(value)}"' for name, value in params)
     return {"WWW-Authenticate": f"Bearer {quoted}"}
+
+
+def _scope_text(scopes: Scopes) -> str:
+    return " ".join(f"repository:{name}:{','.join(actions)}" for name, actions in scopes)
 
 
 def _quote(value: str) -> str:
@@ -163,38 +171,64 @@ def _invalid_token(request: "HttpRequest | Request", reason: str) -> errors.OCIE
 
 
 def access_require(
-    request: "HttpRequest | Request", repository: str, actions: Iterable[str]
+    request: "HttpRequest | Request",
+    repository: str,
+    actions: Iterable[str],
+    *,
+    optional: Scopes = (),
 ) -> Identity:
     """Return the caller's identity if their token grants ``actions`` on ``repository``.
 
     Raise Unauthorized (with a challenge naming the scope) or Denied, by the rule of the module
-    docstring.
+    docstring. ``optional`` scopes are those the route uses when granted and does without
+    otherwise (the source of a mount): every challenge names them too, and a token lacking one
+    that its user would be granted now is refused as for a missing scope, so that the client
+    fetches a token with all of them; one the user would not be granted is done without.
     """
     wanted = tuple(dict.fromkeys(actions))
+    scopes = [(repository, wanted)]
+    scopes += [(name, tuple(acts)) for name, acts in optional if name != repository]
     try:
         identity = identity_of(request)
     except errors.Unauthorized as exc:
-        exc.headers.update(
-            challenge(request, repository=repository, actions=wanted, error="invalid_token")
-        )
+        exc.headers.update(challenge(request, scopes=scopes, error="invalid_token"))
         raise
-    missing = [action for action in wanted if not identity.allows(repository, action)]
-    if not missing:
-        return identity
-    detail = [{"Type": "repository", "Name": repository, "Action": action} for action in missing]
-    error = "insufficient_scope" if _bearer_token(request) else None
-    if identity.user is not None:
+    missing = {
+        name: [action for action in acts if not identity.allows(name, action)]
+        for name, acts in scopes
+    }
+    if not missing[repository]:
+        if identity.user is None:
+            return identity  # an anonymous caller does without optional scopes
+        missing = {
+            name: acts
+            for name, acts in missing.items()
+            if acts
+            and permissions.actions_allowed(
+                user=identity.user, repository=name, actions=acts
+            ).issuperset(acts)
+        }
+        if not missing:
+            return identity
+    detail = [
+        {"Type": "repository", "Name": name, "Action": action}
+        for name, acts in missing.items()
+        for action in acts
+    ]
+    needed = missing.get(repository, [])
+    if identity.user is not None and needed:
         allowed = permissions.actions_allowed(
-            user=identity.user, repository=repository, actions=missing
+            user=identity.user, repository=repository, actions=needed
         )
-        if not allowed.issuperset(missing):
+        if not allowed.issuperset(needed):
             raise errors.Denied(
-                detail,
-                message=f"access to {repository} denied: {', '.join(missing)} not allowed",
+                [{"Type": "repository", "Name": repository, "Action": a} for a in needed],
+                message=f"access to {repository} denied: {', '.join(needed)} not allowed",
             )
-    headers = challenge(request, repository=repository, actions=wanted, error=error)
     token = _bearer_token(request)
-    if token and _refused_before(token, repository=repository, actions=wanted):
+    error = "insufficient_scope" if token else None
+    headers = challenge(request, scopes=scopes, error=error)
+    if token and _refused_before(token, scope=_scope_text(scopes)):
         raise errors.Denied(
             detail, message="token lacks the scope required; fetch a new one", headers=headers
         )
@@ -205,10 +239,10 @@ def access_require(
     )
 
 
-def _refused_before(token: str, *, repository: str, actions: Iterable[str]) -> bool:
-    """Return whether ``token`` was refused these actions recently; remember that it now was."""
+def _refused_before(token: str, *, scope: str) -> bool:
+    """Return whether ``token`` was refused this scope recently; remember that it now was."""
     fingerprint = hashlib.sha256(token.encode()).hexdigest()[:32]
-    key = f"scope-refused:{fingerprint}:{repository}:{','.join(actions)}"
+    key = f"scope-refused:{fingerprint}:{scope}"
     if region_cache.get(key):
         return True
     region_cache.set(key, True, ttl=SCOPE_REFUSAL_SECONDS)

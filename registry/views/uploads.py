@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponseBase
 from .. import auth, errors
 from ..models import BlobUpload, Repository
 from ..names import EMPTY_DIGESTS, Digest, algorithm_check, digest_parse, name_check
+from ..permissions import repository_name_split
 from ..ranges import upload_range
 from ..selectors import repository_find, repository_get, upload_get
 from ..services.repositories import blob_mount, repository_for_push
@@ -46,12 +47,21 @@ class UploadsView(RegistryView):
     def post(self, request: HttpRequest, name: str) -> HttpResponseBase:
         name_check(name)
         params = request.GET
-        identity = auth.access_require(request, name, ["pull", "push"])
+        mount, source = params.get("mount"), params.get("from") or None
+        if source is not None and repository_name_split(source) is None:
+            source = None  # not a repository name: nothing to mount from, and no scope to ask
+        # The challenge also asks pull on the source, as distribution's does, so that the
+        # client's next token can mount; without it the answer is an upload session.
+        optional = [(source, ("pull",))] if mount is not None and source is not None else []
+        identity = auth.access_require(request, name, ["pull", "push"], optional=optional)
         repository = repository_for_push(name=name)
-        mount, source = params.get("mount"), params.get("from")
         if mount is not None:
             wanted = digest_parse(mount)
-            if source and _mounted(request, repository, str(wanted), source):
+            if (
+                source is not None
+                and identity.allows(source, "pull")
+                and _mounted(repository, str(wanted), source)
+            ):
                 return _blob_created(name, wanted)
         if params.get("digest") is not None:
             digest = digest_parse(params["digest"])
@@ -68,13 +78,8 @@ class UploadsView(RegistryView):
         return answer(202, headers)
 
 
-def _mounted(request: HttpRequest, repository: Repository, digest: str, source: str) -> bool:
-    """Mount ``digest`` from ``source`` if the caller may pull it there; return whether it was."""
-    try:
-        name_check(source)
-        auth.access_require(request, source, ["pull"])
-    except (errors.NameInvalid, errors.Unauthorized, errors.Denied):
-        return False
+def _mounted(repository: Repository, digest: str, source: str) -> bool:
+    """Mount ``digest`` from the repository named ``source``; return whether it was."""
     found = repository_find(name=source)
     return (
         found is not None

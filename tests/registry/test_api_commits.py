@@ -258,6 +258,44 @@ def test_a_mount_needs_pull_on_the_source(api: Api) -> None:
     assert not RepositoryBlob.objects.filter(repository__name="dst").exists()
 
 
+def test_a_mount_challenge_asks_pull_on_the_source_too(api: Api) -> None:
+    digest = api.blob_push("alice/src", b"shared layer")
+    query = {"mount": digest, "from": "alice/src"}
+    without_source = api.token("repository:alice/dst:pull,push")
+
+    anonymous = api.call("POST", "/v2/alice/dst/blobs/uploads/", query=query, token="")
+    lacking = api.call("POST", "/v2/alice/dst/blobs/uploads/", query=query, token=without_source)
+
+    scopes = 'scope="repository:alice/dst:pull,push repository:alice/src:pull"'
+    assert anonymous.status_code == 401
+    assert anonymous["WWW-Authenticate"].endswith(scopes)
+    assert lacking.status_code == 401
+    assert lacking["WWW-Authenticate"].endswith(f'{scopes},error="insufficient_scope"')
+    assert not RepositoryBlob.objects.filter(repository__name="dst").exists()
+
+
+def test_a_token_for_the_mount_challenge_mounts(api: Api) -> None:
+    digest = api.blob_push("alice/src", b"shared layer")
+    challenge = api.call(
+        "POST",
+        "/v2/alice/dst/blobs/uploads/",
+        query={"mount": digest, "from": "alice/src"},
+        token="",
+    )["WWW-Authenticate"]
+    scope = challenge.split('scope="')[1].split('"')[0]
+    token = api.token(scope)  # one scope parameter, space-separated, as the challenge has it
+
+    response = api.call(
+        "POST",
+        "/v2/alice/dst/blobs/uploads/",
+        query={"mount": digest, "from": "alice/src"},
+        token=token,
+    )
+
+    assert response.status_code == 201
+    assert RepositoryBlob.objects.filter(repository__name="dst").exists()
+
+
 def test_a_malformed_mount_digest_is_digest_invalid(api: Api) -> None:
     response = api.call("POST", "/v2/alice/dst/blobs/uploads/", query={"mount": "sha256:nope"})
 

@@ -357,6 +357,64 @@ def test_mount_needs_pull_on_the_source_in_the_same_token(world: World) -> None:
         access_require(request, "alice/private-app", ["pull"])
 
 
+MOUNT_SCOPES = 'scope="repository:acme/tool:pull,push repository:alice/public-app:pull"'
+
+
+def test_a_challenge_names_the_optional_scopes_too(world: World) -> None:
+    with pytest.raises(errors.Unauthorized) as exc:
+        access_require(
+            request_with(), "acme/tool", ["pull", "push"], optional=[("alice/public-app", ["pull"])]
+        )
+
+    assert challenge_of(exc) == f'Bearer realm="{REALM}",service="testserver",{MOUNT_SCOPES}'
+
+
+def test_a_token_lacking_an_optional_scope_its_user_would_get_is_sent_for_a_new_one(
+    world: World,
+) -> None:
+    token = token_make(user=world.writer, access={"acme/tool": ["pull", "push"]})
+
+    with pytest.raises(errors.Unauthorized) as exc:
+        access_require(
+            request_with(bearer(token)),
+            "acme/tool",
+            ["pull", "push"],
+            optional=[("alice/public-app", ["pull"])],
+        )
+
+    assert challenge_of(exc).endswith(f'{MOUNT_SCOPES},error="insufficient_scope"')
+    assert exc.value.detail == [
+        {"Type": "repository", "Name": "alice/public-app", "Action": "pull"}
+    ]
+
+
+def test_an_optional_scope_the_user_would_not_get_is_done_without(world: World) -> None:
+    token = token_make(user=world.writer, access={"acme/tool": ["pull", "push"]})
+    request = request_with(bearer(token))
+
+    identity = access_require(
+        request, "acme/tool", ["pull", "push"], optional=[("alice/private-app", ["pull"])]
+    )
+
+    assert identity.user == world.writer
+    assert not identity.allows("alice/private-app", "pull")
+
+
+def test_a_token_with_every_scope_mounts_with_no_question(world: World) -> None:
+    token = token_make(
+        user=world.writer, access={"acme/tool": ["pull", "push"], "alice/public-app": ["pull"]}
+    )
+
+    identity = access_require(
+        request_with(bearer(token)),
+        "acme/tool",
+        ["pull", "push"],
+        optional=[("alice/public-app", ["pull"])],
+    )
+
+    assert identity.allows("alice/public-app", "pull")
+
+
 def test_superuser_token_lacking_the_scope_is_sent_for_a_new_one(world: World) -> None:
     token = token_make(user=world.root)
 

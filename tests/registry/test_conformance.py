@@ -221,7 +221,6 @@ def test_push_workflow(api: Suite, data: Data) -> None:
     assert (closed.status_code, bool(closed["Location"])) == (201, True)
 
     # Cross-Repository Blob Mount
-    api.current = api.token(f"repository:{CROSSMOUNT}:pull,push", f"repository:{NAME}:pull")
     no_from = api.call("POST", f"/v2/{CROSSMOUNT}/blobs/uploads/", query={"mount": DUMMY_DIGEST})
     assert (no_from.status_code, bool(no_from["Location"])) == (202, True)
     mounted = api.call(
