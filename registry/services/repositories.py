@@ -37,8 +37,13 @@ def blob_mount(*, repository: Repository, source: Repository, digest: str) -> Bl
         or not Placement.objects.filter(blob=blob, state=PlacementState.PRESENT).exists()
     ):
         return None
-    RepositoryBlob.objects.get_or_create(repository=repository, blob=blob)
+    blob_link(repository=repository, blob=blob)
     return blob
+
+
+def blob_link(*, repository: Repository, blob: Blob) -> None:
+    """Make ``blob`` reachable in ``repository`` (a mount); nothing if it is already."""
+    RepositoryBlob.objects.get_or_create(repository=repository, blob=blob)
 
 
 def blob_unlink(*, repository: Repository, digest: str) -> None:

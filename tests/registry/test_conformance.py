@@ -231,6 +231,13 @@ def test_push_workflow(api: Suite, data: Data) -> None:
     assert mounted.status_code == 201
     assert mounted["Location"] == f"/v2/{CROSSMOUNT}/blobs/{sha256(data.blob_a)}"
     assert api.call("GET", mounted["Location"]).status_code == 200
+    # Without from, with automatic content discovery (OCI_AUTOMATIC_CROSSMOUNT)
+    discovered = api.call(
+        "POST", f"/v2/{NAME}-automount/blobs/uploads/", query={"mount": sha256(data.blob_a)}
+    )
+    assert discovered.status_code == 201
+    assert discovered["Location"] == f"/v2/{NAME}-automount/blobs/{sha256(data.blob_a)}"
+    assert api.call("GET", discovered["Location"]).status_code == 200
 
     # Manifest Upload
     assert api.call("GET", f"/v2/{NAME}/manifests/{NONEXISTENT_MANIFEST}").status_code == 404
