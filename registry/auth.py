@@ -17,7 +17,14 @@ The rule for a route that needs actions the token does not grant (``access_requi
   naming the scope, so that the client logs in or fetches a token for it;
 * authenticated caller whose user *would* be granted every missing action now -> 401
   ``UNAUTHORIZED`` with the challenge (``error="insufficient_scope"``): the client fetches a
-  fresh token for that scope, as distribution answers insufficient scopes;
+  fresh token for that scope, as distribution answers insufficient scopes and as the docker
+  token specification (and the OCI conformance suite) expects;
+* the same token sent again for the same scope within ``SCOPE_REFUSAL_SECONDS`` -> 403
+  ``DENIED`` with the same challenge (RFC 6750's answer to ``insufficient_scope``). A client
+  that follows the docker token specification never repeats a refused token; oras-py does: it
+  resends its token after a 401 and fetches a new one only after a 403. The refusal is kept in
+  the region cache: in the process only, unless it is shared, which is enough for a retry on
+  the same connection;
 * authenticated caller who could never get them -> 403 ``DENIED``. A repository that does not
   exist in a namespace the user cannot read is DENIED too, so existence never leaks.
 
@@ -28,8 +35,9 @@ Settings: ``QUAY_GEO_REGISTRY_SERVICE`` (the service name, token audience; defau
 the request), plus those of ``registry.tokens``.
 """
 
+import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,6 +45,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
+
+from replication.regioncache import region_cache
 
 from . import errors, permissions
 from .accounts import user_active_get
@@ -50,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 TOKEN_PATH = "/v2/auth"  # noqa: S105 - a URL path
 _CACHE_ATTRIBUTE = "_quay_geo_identity"
+#: How long a refused token is remembered (module docstring): a client's immediate retry.
+SCOPE_REFUSAL_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -78,21 +90,29 @@ def realm_of(request: "HttpRequest | Request") -> str:
     return request.build_absolute_uri(TOKEN_PATH)
 
 
+#: Scopes a challenge names: (repository, actions) pairs, in order.
+Scopes = Sequence[tuple[str, Sequence[str]]]
+
+
 def challenge(
-    request: "HttpRequest | Request",
-    *,
-    repository: str | None = None,
-    actions: Iterable[str] = (),
-    error: str | None = None,
+    request: "HttpRequest | Request", *, scopes: Scopes = (), error: str | None = None
 ) -> dict[str, str]:
-    """Return the ``WWW-Authenticate`` header that sends a client to the token endpoint."""
+    """Return the ``WWW-Authenticate`` header that sends a client to the token endpoint.
+
+    Several scopes go space-separated in the one ``scope`` parameter, as distribution writes
+    them (``scope="repository:a/b:pull,push repository:c/d:pull"``).
+    """
     params = [("realm", realm_of(request)), ("service", service_of(request))]
-    if repository is not None:
-        params.append(("scope", f"repository:{repository}:{','.join(actions)}"))
+    if scopes:
+        params.append(("scope", _scope_text(scopes)))
     if error is not None:
         params.append(("error", error))
     quoted = ",".join(f'{name}="{_quote(value)}"' for name, value in params)
     return {"WWW-Authenticate": f"Bearer {quoted}"}
+
+
+def _scope_text(scopes: Scopes) -> str:
+    return " ".join(f"repository:{name}:{','.join(actions)}" for name, actions in scopes)
 
 
 def _quote(value: str) -> str:
@@ -151,40 +171,82 @@ def _invalid_token(request: "HttpRequest | Request", reason: str) -> errors.OCIE
 
 
 def access_require(
-    request: "HttpRequest | Request", repository: str, actions: Iterable[str]
+    request: "HttpRequest | Request",
+    repository: str,
+    actions: Iterable[str],
+    *,
+    optional: Scopes = (),
 ) -> Identity:
     """Return the caller's identity if their token grants ``actions`` on ``repository``.
 
     Raise Unauthorized (with a challenge naming the scope) or Denied, by the rule of the module
-    docstring.
+    docstring. ``optional`` scopes are those the route uses when granted and does without
+    otherwise (the source of a mount): every challenge names them too, and a token lacking one
+    that its user would be granted now is refused as for a missing scope, so that the client
+    fetches a token with all of them; one the user would not be granted is done without.
     """
     wanted = tuple(dict.fromkeys(actions))
+    scopes = [(repository, wanted)]
+    scopes += [(name, tuple(acts)) for name, acts in optional if name != repository]
     try:
         identity = identity_of(request)
     except errors.Unauthorized as exc:
-        exc.headers.update(
-            challenge(request, repository=repository, actions=wanted, error="invalid_token")
-        )
+        exc.headers.update(challenge(request, scopes=scopes, error="invalid_token"))
         raise
-    missing = [action for action in wanted if not identity.allows(repository, action)]
-    if not missing:
-        return identity
-    detail = [{"Type": "repository", "Name": repository, "Action": action} for action in missing]
-    error = "insufficient_scope" if _bearer_token(request) else None
-    if identity.user is not None:
+    missing = {
+        name: [action for action in acts if not identity.allows(name, action)]
+        for name, acts in scopes
+    }
+    if not missing[repository]:
+        if identity.user is None:
+            return identity  # an anonymous caller does without optional scopes
+        missing = {
+            name: acts
+            for name, acts in missing.items()
+            if acts
+            and permissions.actions_allowed(
+                user=identity.user, repository=name, actions=acts
+            ).issuperset(acts)
+        }
+        if not missing:
+            return identity
+    detail = [
+        {"Type": "repository", "Name": name, "Action": action}
+        for name, acts in missing.items()
+        for action in acts
+    ]
+    needed = missing.get(repository, [])
+    if identity.user is not None and needed:
         allowed = permissions.actions_allowed(
-            user=identity.user, repository=repository, actions=missing
+            user=identity.user, repository=repository, actions=needed
         )
-        if not allowed.issuperset(missing):
+        if not allowed.issuperset(needed):
             raise errors.Denied(
-                detail,
-                message=f"access to {repository} denied: {', '.join(missing)} not allowed",
+                [{"Type": "repository", "Name": repository, "Action": a} for a in needed],
+                message=f"access to {repository} denied: {', '.join(needed)} not allowed",
             )
+    token = _bearer_token(request)
+    error = "insufficient_scope" if token else None
+    headers = challenge(request, scopes=scopes, error=error)
+    if token and _refused_before(token, scope=_scope_text(scopes)):
+        raise errors.Denied(
+            detail, message="token lacks the scope required; fetch a new one", headers=headers
+        )
     raise errors.Unauthorized(
         detail,
         message="authentication required" if error is None else "token lacks the scope required",
-        headers=challenge(request, repository=repository, actions=wanted, error=error),
+        headers=headers,
     )
+
+
+def _refused_before(token: str, *, scope: str) -> bool:
+    """Return whether ``token`` was refused this scope recently; remember that it now was."""
+    fingerprint = hashlib.sha256(token.encode()).hexdigest()[:32]
+    key = f"scope-refused:{fingerprint}:{scope}"
+    if region_cache.get(key):
+        return True
+    region_cache.set(key, True, ttl=SCOPE_REFUSAL_SECONDS)
+    return False
 
 
 def registry_root_require(request: "HttpRequest | Request") -> Identity:

@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import connection
 from django.db.models import CharField, Exists, F, OuterRef, QuerySet, Value
 from django.db.models.expressions import Combinable
@@ -15,6 +16,7 @@ from replication.selectors import blob_facts_cached, blob_facts_remember
 from . import errors
 from .models import BlobUpload, Manifest, Repository, RepositoryBlob, Tag
 from .names import is_digest_reference, tag_valid
+from .permissions import repositories_pullable
 
 #: Page size of tags and catalog listings when the client asks for more (or for no limit).
 LIST_PAGE_MAX = 1000
@@ -75,6 +77,18 @@ def blob_linked(*, repository: Repository, digest: str) -> Blob | None:
         .first()
     )
     return link.blob if link is not None else None
+
+
+def blob_readable_find(*, digest: str, user: User | None) -> Blob | None:
+    """Return the blob of ``digest`` if a repository ``user`` may pull links it (one query).
+
+    Only a blob with a present copy is returned: it can be served once linked elsewhere.
+    """
+    readable = RepositoryBlob.objects.filter(
+        blob_id=OuterRef("pk"), repository__in=repositories_pullable(user=user)
+    )
+    present = Placement.objects.filter(blob_id=OuterRef("pk"), state=PlacementState.PRESENT)
+    return Blob.objects.filter(Exists(readable), Exists(present), digest=digest).first()
 
 
 def _in_repository(name: str) -> dict[str, str]:

@@ -44,11 +44,16 @@ def blob_mount(*, repository: Repository, source: Repository, digest: str) -> Bl
     present = list(Placement.objects.filter(blob=blob, state=PlacementState.PRESENT))
     if not present:
         return None
-    RepositoryBlob.objects.get_or_create(repository=repository, blob=blob)
+    blob_link(repository=repository, blob=blob)
     # Like a push, a mount fills the region cache: the pull that follows asks nothing.
     blob_facts_remember(blob, present)
-    blob_link_remember(name=repository.full_name, digest=digest)
     return blob
+
+
+def blob_link(*, repository: Repository, blob: Blob) -> None:
+    """Make ``blob`` reachable in ``repository`` (a mount); nothing if it is already."""
+    RepositoryBlob.objects.get_or_create(repository=repository, blob=blob)
+    blob_link_remember(name=repository.full_name, digest=blob.digest)
 
 
 def blob_unlink(*, repository: Repository, digest: str) -> None:

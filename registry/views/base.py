@@ -11,7 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from quay_geo.replica import replica_failed
 
-from .. import auth, errors
+from .. import auth
 from ..errors import OCIError
 from ..ratelimit import client_key, limit_per_minute, rate_check
 from ..services.problems import InternalError, MethodNotAllowed
@@ -62,19 +62,6 @@ def _rate_limit(request: HttpRequest) -> None:
     rate_check(client=client_key(request, user.pk if user is not None else None))
 
 
-def _insufficient_scope_refused(exc: OCIError) -> OCIError:
-    """Answer a valid token that lacks a grantable scope with 403 and the challenge.
-
-    RFC 6750 section 3.1 answers ``insufficient_scope`` with 403. oras-py only fetches a new
-    token (with the challenge's scope) after a 403; docker, containerd and skopeo ask for every
-    scope they need up front and never meet this answer.
-    """
-    challenge = exc.headers.get("WWW-Authenticate", "")
-    if 'error="insufficient_scope"' not in challenge:
-        return exc
-    return errors.Denied(exc.detail, message=exc.text, headers=exc.headers)
-
-
 def _head_strip(response: HttpResponseBase) -> None:
     """Drop the body of a HEAD answer, keeping the length the GET would have."""
     if isinstance(response, HttpResponse) and response.content:
@@ -91,8 +78,6 @@ class RegistryView(View):
         try:
             _rate_limit(request)
             response = super().dispatch(request, *args, **kwargs)
-        except errors.Unauthorized as exc:
-            response = _insufficient_scope_refused(exc).response()
         except OCIError as exc:
             response = exc.response()
         except Exception as exc:

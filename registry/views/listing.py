@@ -7,7 +7,13 @@ from django.http import HttpRequest, HttpResponseBase
 
 from .. import auth, errors
 from ..names import digest_parse, name_check
-from ..selectors import referrers_list, repositories_page, repository_get, tags_page
+from ..selectors import (
+    referrers_list,
+    repositories_page,
+    repository_find,
+    repository_get,
+    tags_page,
+)
 from ..services.manifest_parse import OCI_INDEX
 from ..services.problems import RouteUnknown
 from .base import RegistryView, json_answer
@@ -110,8 +116,13 @@ class ReferrersView(RegistryView):
         subject = str(digest_parse(digest))
         auth.access_require(request, name, ["pull"])
         artifact_type = request.GET.get("artifactType") or None
-        descriptors = referrers_list(
-            repository=repository_get(name=name), digest=subject, artifact_type=artifact_type
+        # The spec forbids a 404 from a registry that supports referrers: a repository with
+        # nothing pushed yet has no referrers (the caller may read its namespace, checked above).
+        repository = repository_find(name=name)
+        descriptors = (
+            []
+            if repository is None
+            else referrers_list(repository=repository, digest=subject, artifact_type=artifact_type)
         )
         response = json_answer(
             {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors},

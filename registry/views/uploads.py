@@ -7,9 +7,10 @@ from django.http import HttpRequest, HttpResponseBase
 from .. import auth, errors
 from ..models import BlobUpload, Repository
 from ..names import EMPTY_DIGESTS, Digest, algorithm_check, digest_parse, name_check
+from ..permissions import repository_name_split
 from ..ranges import upload_range
-from ..selectors import repository_find, repository_get, upload_get
-from ..services.repositories import blob_mount, repository_for_push
+from ..selectors import blob_readable_find, repository_find, repository_get, upload_get
+from ..services.repositories import blob_link, blob_mount, repository_for_push
 from ..services.uploads import (
     blob_upload_whole,
     chunk_min_length,
@@ -46,12 +47,18 @@ class UploadsView(RegistryView):
     def post(self, request: HttpRequest, name: str) -> HttpResponseBase:
         name_check(name)
         params = request.GET
-        identity = auth.access_require(request, name, ["pull", "push"])
+        mount, given_source = params.get("mount"), params.get("from") or None
+        source = given_source  # not a repository name: nothing to mount from, no scope to ask
+        if given_source is not None and repository_name_split(given_source) is None:
+            source = None
+        # The challenge also asks pull on the source, as distribution's does, so that the
+        # client's next token can mount; without it the answer is an upload session.
+        optional = [(source, ("pull",))] if mount is not None and source is not None else []
+        identity = auth.access_require(request, name, ["pull", "push"], optional=optional)
         repository = repository_for_push(name=name)
-        mount, source = params.get("mount"), params.get("from")
         if mount is not None:
             wanted = digest_parse(mount)
-            if source and _mounted(request, repository, str(wanted), source):
+            if _mounted(identity, repository, str(wanted), given=given_source, source=source):
                 return _blob_created(name, wanted)
         if params.get("digest") is not None:
             digest = digest_parse(params["digest"])
@@ -68,12 +75,25 @@ class UploadsView(RegistryView):
         return answer(202, headers)
 
 
-def _mounted(request: HttpRequest, repository: Repository, digest: str, source: str) -> bool:
-    """Mount ``digest`` from ``source`` if the caller may pull it there; return whether it was."""
-    try:
-        name_check(source)
-        auth.access_require(request, source, ["pull"])
-    except (errors.NameInvalid, errors.Unauthorized, errors.Denied):
+def _mounted(
+    identity: auth.Identity,
+    repository: Repository,
+    digest: str,
+    *,
+    given: str | None,
+    source: str | None,
+) -> bool:
+    """Mount ``digest`` into ``repository``; return whether it was.
+
+    From ``source`` when the token grants pull there; with no ``from`` at all (optional in the
+    spec), from any repository the caller may read.
+    """
+    if given is None:
+        blob = blob_readable_find(digest=digest, user=identity.user)
+        if blob is not None:
+            blob_link(repository=repository, blob=blob)
+        return blob is not None
+    if source is None or not identity.allows(source, "pull"):
         return False
     found = repository_find(name=source)
     return (

@@ -68,8 +68,12 @@ def test_ranges_answer_206_with_content_range(
     assert body_of(response) == DATA[first : last + 1]
 
 
-def test_an_unsatisfiable_range_is_416_with_an_empty_body(api: Api, pushed: str) -> None:
-    response = api.call("GET", f"/v2/alice/app/blobs/{pushed}", headers={"Range": "bytes=20000-"})
+@pytest.mark.parametrize("header", ["bytes=20000-", "bytes=500-0", "bytes=-0"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_an_unsatisfiable_or_invalid_range_is_416_with_an_empty_body(
+    api: Api, pushed: str, method: str, header: str
+) -> None:
+    response = api.call(method, f"/v2/alice/app/blobs/{pushed}", headers={"Range": header})
 
     assert response.status_code == 416
     assert response["Content-Range"] == f"bytes */{len(DATA)}"

@@ -6,9 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
 
-from registry.models import BlobUpload, HashMode, RepositoryBlob
+from registry import accounts
+from registry.models import BlobUpload, HashMode, RepositoryBlob, Visibility
+from registry.selectors import blob_readable_find
 from registry.services import uploads
 from replication.models import Blob, Placement
 from storage_engines.keys import content_key
@@ -228,12 +231,12 @@ def test_a_mount_from_a_repository_holding_the_blob_links_it(api: Api, memory: M
 @pytest.mark.parametrize(
     "query",
     [
-        {"mount": sha256(b"shared layer")},
+        {"mount": sha256(b"nowhere")},
         {"mount": sha256(b"nowhere"), "from": "alice/src"},
         {"mount": sha256(b"shared layer"), "from": "alice/empty"},
         {"mount": sha256(b"shared layer"), "from": "Not/A/Name"},
     ],
-    ids=["without-from", "unknown-blob", "not-in-source", "bad-source-name"],
+    ids=["without-from-unknown-blob", "unknown-blob", "not-in-source", "bad-source-name"],
 )
 def test_a_mount_that_cannot_happen_opens_a_session(api: Api, query: dict[str, str]) -> None:
     api.blob_push("alice/src", b"shared layer")
@@ -246,6 +249,56 @@ def test_a_mount_that_cannot_happen_opens_a_session(api: Api, query: dict[str, s
     assert not RepositoryBlob.objects.filter(repository__name="dst").exists()
 
 
+def test_a_mount_without_from_links_a_blob_of_a_repository_the_caller_may_read(
+    api: Api, memory: Memory
+) -> None:
+    digest = api.blob_push("alice/src", b"shared layer")
+
+    response = api.call("POST", "/v2/alice/dst/blobs/uploads/", query={"mount": digest})
+    fetched = api.call("GET", f"/v2/alice/dst/blobs/{digest}")
+
+    assert response.status_code == 201
+    assert response["Location"] == f"/v2/alice/dst/blobs/{digest}"
+    assert fetched.status_code == 200
+    assert not BlobUpload.objects.exists()
+    assert memory.holds_nothing_but(digest)
+
+
+def test_the_blob_a_caller_may_read_is_found_in_one_query(
+    api: Api, alice: User, django_assert_num_queries: Any
+) -> None:
+    digest = api.blob_push("alice/src", b"shared layer")
+    bob = Api(api.client, user_create("bob").username)
+    hidden = bob.blob_push("bob/private", b"bob's layer")
+
+    with django_assert_num_queries(1):
+        found = blob_readable_find(digest=digest, user=alice)
+    with django_assert_num_queries(1):
+        not_found = blob_readable_find(digest=hidden, user=alice)
+
+    assert (found is not None and found.digest, not_found) == (digest, None)
+
+
+def test_a_mount_without_from_does_not_take_a_blob_the_caller_may_not_read(api: Api) -> None:
+    bob = Api(api.client, user_create("bob").username)
+    digest = bob.blob_push("bob/private", b"bob's layer")
+
+    response = api.call("POST", "/v2/alice/dst/blobs/uploads/", query={"mount": digest})
+
+    assert response.status_code == 202
+    assert not RepositoryBlob.objects.filter(repository__name="dst").exists()
+
+
+def test_a_mount_without_from_takes_a_blob_of_a_public_repository(api: Api) -> None:
+    bob = Api(api.client, user_create("bob").username)
+    digest = bob.blob_push("bob/open", b"bob's public layer")
+    accounts.repository_visibility_set(repository="bob/open", visibility=Visibility.PUBLIC)
+
+    response = api.call("POST", "/v2/alice/dst/blobs/uploads/", query={"mount": digest})
+
+    assert response.status_code == 201
+
+
 def test_a_mount_needs_pull_on_the_source(api: Api) -> None:
     bob = Api(api.client, user_create("bob").username)
     digest = bob.blob_push("bob/private", b"bob's layer")
@@ -256,6 +309,44 @@ def test_a_mount_needs_pull_on_the_source(api: Api) -> None:
 
     assert response.status_code == 202
     assert not RepositoryBlob.objects.filter(repository__name="dst").exists()
+
+
+def test_a_mount_challenge_asks_pull_on_the_source_too(api: Api) -> None:
+    digest = api.blob_push("alice/src", b"shared layer")
+    query = {"mount": digest, "from": "alice/src"}
+    without_source = api.token("repository:alice/dst:pull,push")
+
+    anonymous = api.call("POST", "/v2/alice/dst/blobs/uploads/", query=query, token="")
+    lacking = api.call("POST", "/v2/alice/dst/blobs/uploads/", query=query, token=without_source)
+
+    scopes = 'scope="repository:alice/dst:pull,push repository:alice/src:pull"'
+    assert anonymous.status_code == 401
+    assert anonymous["WWW-Authenticate"].endswith(scopes)
+    assert lacking.status_code == 401
+    assert lacking["WWW-Authenticate"].endswith(f'{scopes},error="insufficient_scope"')
+    assert not RepositoryBlob.objects.filter(repository__name="dst").exists()
+
+
+def test_a_token_for_the_mount_challenge_mounts(api: Api) -> None:
+    digest = api.blob_push("alice/src", b"shared layer")
+    challenge = api.call(
+        "POST",
+        "/v2/alice/dst/blobs/uploads/",
+        query={"mount": digest, "from": "alice/src"},
+        token="",
+    )["WWW-Authenticate"]
+    scope = challenge.split('scope="')[1].split('"')[0]
+    token = api.token(scope)  # one scope parameter, space-separated, as the challenge has it
+
+    response = api.call(
+        "POST",
+        "/v2/alice/dst/blobs/uploads/",
+        query={"mount": digest, "from": "alice/src"},
+        token=token,
+    )
+
+    assert response.status_code == 201
+    assert RepositoryBlob.objects.filter(repository__name="dst").exists()
 
 
 def test_a_malformed_mount_digest_is_digest_invalid(api: Api) -> None:

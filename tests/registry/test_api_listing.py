@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from django.test import Client
 
 from registry import accounts
 from registry.models import Manifest, Visibility
@@ -127,6 +128,26 @@ def test_referrers_of_a_digest_nothing_refers_to_is_an_empty_index(api: Api, ima
 
     assert response.status_code == 200
     assert response.json()["manifests"] == []
+
+
+def test_referrers_of_a_repository_that_does_not_exist_yet_is_an_empty_index(api: Api) -> None:
+    response = api.call("GET", f"/v2/alice/not-yet/referrers/{sha256(b'anything')}")
+
+    assert (response.status_code, response["Content-Type"]) == (200, OCI_INDEX)
+    assert response.json() == {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+
+
+def test_referrers_of_an_unknown_repository_still_refuse_who_may_not_read_its_namespace(
+    api: Api, client: Client
+) -> None:
+    user_create("bob")
+    path = f"/v2/alice/not-yet/referrers/{sha256(b'anything')}"
+
+    as_bob = Api(client, "bob").call("GET", path)
+    as_nobody = Api(client, None).call("GET", path, token="")
+
+    assert (as_bob.status_code, error_code(as_bob)) == (403, "DENIED")
+    assert (as_nobody.status_code, error_code(as_nobody)) == (401, "UNAUTHORIZED")
 
 
 def test_referrers_of_a_malformed_digest_is_a_400(api: Api, image: Image) -> None:

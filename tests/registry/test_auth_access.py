@@ -3,6 +3,7 @@
 import base64
 import datetime as dt
 import json
+import time
 
 import pytest
 from django.contrib.auth.models import User
@@ -15,6 +16,7 @@ from rest_framework.request import Request
 from registry import errors
 from registry.auth import (
     ANONYMOUS,
+    SCOPE_REFUSAL_SECONDS,
     access_require,
     identity_of,
     registry_root_require,
@@ -271,6 +273,41 @@ def test_token_for_another_repository_asks_for_a_new_token_when_it_would_be_gran
     )
 
 
+def test_the_same_token_refused_again_for_the_same_scope_is_denied_with_the_challenge(
+    world: World,
+) -> None:
+    token = token_make(user=world.alice, access={"alice/a": ["pull"]})
+    fresh = token_make(user=world.alice, access={"alice/a": ["pull"]}, lifetime=dt.timedelta(60))
+
+    with pytest.raises(errors.Unauthorized) as first:
+        access_require(request_with(bearer(token)), "alice/a", ["pull", "push"])
+    with pytest.raises(errors.Denied) as again:
+        access_require(request_with(bearer(token)), "alice/a", ["pull", "push"])
+    with pytest.raises(errors.Unauthorized) as other_scope:
+        access_require(request_with(bearer(token)), "alice/a", ["delete"])
+    with pytest.raises(errors.Unauthorized) as other_token:
+        access_require(request_with(bearer(fresh)), "alice/a", ["pull", "push"])
+
+    assert again.value.status == 403
+    assert challenge_of(again) == challenge_of(first) == challenge_of(other_token)
+    assert challenge_of(other_scope).endswith(
+        'scope="repository:alice/a:delete",error="insufficient_scope"'
+    )
+
+
+def test_a_refused_token_is_forgotten_after_a_minute(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = token_make(user=world.alice, access={"alice/a": ["pull"]})
+    with pytest.raises(errors.Unauthorized):
+        access_require(request_with(bearer(token)), "alice/a", ["push"])
+    later = time.monotonic() + SCOPE_REFUSAL_SECONDS + 1
+    monkeypatch.setattr("replication.regioncache.time.monotonic", lambda: later)
+
+    with pytest.raises(errors.Unauthorized):
+        access_require(request_with(bearer(token)), "alice/a", ["push"])
+
+
 def test_token_for_another_repository_is_denied_when_it_never_would_be_granted(
     world: World,
 ) -> None:
@@ -318,6 +355,64 @@ def test_mount_needs_pull_on_the_source_in_the_same_token(world: World) -> None:
     assert access_require(request, "acme/tool", ["pull", "push"])
     with pytest.raises(errors.Denied):
         access_require(request, "alice/private-app", ["pull"])
+
+
+MOUNT_SCOPES = 'scope="repository:acme/tool:pull,push repository:alice/public-app:pull"'
+
+
+def test_a_challenge_names_the_optional_scopes_too(world: World) -> None:
+    with pytest.raises(errors.Unauthorized) as exc:
+        access_require(
+            request_with(), "acme/tool", ["pull", "push"], optional=[("alice/public-app", ["pull"])]
+        )
+
+    assert challenge_of(exc) == f'Bearer realm="{REALM}",service="testserver",{MOUNT_SCOPES}'
+
+
+def test_a_token_lacking_an_optional_scope_its_user_would_get_is_sent_for_a_new_one(
+    world: World,
+) -> None:
+    token = token_make(user=world.writer, access={"acme/tool": ["pull", "push"]})
+
+    with pytest.raises(errors.Unauthorized) as exc:
+        access_require(
+            request_with(bearer(token)),
+            "acme/tool",
+            ["pull", "push"],
+            optional=[("alice/public-app", ["pull"])],
+        )
+
+    assert challenge_of(exc).endswith(f'{MOUNT_SCOPES},error="insufficient_scope"')
+    assert exc.value.detail == [
+        {"Type": "repository", "Name": "alice/public-app", "Action": "pull"}
+    ]
+
+
+def test_an_optional_scope_the_user_would_not_get_is_done_without(world: World) -> None:
+    token = token_make(user=world.writer, access={"acme/tool": ["pull", "push"]})
+    request = request_with(bearer(token))
+
+    identity = access_require(
+        request, "acme/tool", ["pull", "push"], optional=[("alice/private-app", ["pull"])]
+    )
+
+    assert identity.user == world.writer
+    assert not identity.allows("alice/private-app", "pull")
+
+
+def test_a_token_with_every_scope_mounts_with_no_question(world: World) -> None:
+    token = token_make(
+        user=world.writer, access={"acme/tool": ["pull", "push"], "alice/public-app": ["pull"]}
+    )
+
+    identity = access_require(
+        request_with(bearer(token)),
+        "acme/tool",
+        ["pull", "push"],
+        optional=[("alice/public-app", ["pull"])],
+    )
+
+    assert identity.allows("alice/public-app", "pull")
 
 
 def test_superuser_token_lacking_the_scope_is_sent_for_a_new_one(world: World) -> None:

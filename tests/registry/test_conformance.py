@@ -4,11 +4,20 @@ Each test follows one workflow of opencontainers/distribution-spec's ``conforman
 order, with the same data shapes (configs with ``data`` and unknown fields, the gzip layer, a
 chunked blob split one byte past the middle, referrers by config type, by ``artifactType`` and
 by index) and checks the exact statuses, headers and ``Range`` strings that suite checks.
+
+Requests go through ``Suite``, which authenticates as the suite's client does: it keeps one
+token and sends it on every request; only a 401 whose ``Bearer`` challenge names a scope makes
+it fetch a new token, for exactly that scope, and retry once. A 403 is final.
 """
 
+import base64
+import re
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from django.test import Client
 
 from tests.registry.conformance_data import (
     ANNOTATION,
@@ -20,10 +29,47 @@ from tests.registry.conformance_data import (
     Data,
     conformance_data,
 )
-from tests.registry.conftest import OCI_INDEX, OCI_MANIFEST, Api, sha256
+from tests.registry.conftest import OCI_INDEX, OCI_MANIFEST, PASSWORD, Api, sha256
 
 NAME = "alice/conformance"
 CROSSMOUNT = "alice/conformance-crossmount"
+
+
+_CHALLENGE_PARAM = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass
+class Suite(Api):
+    """Alice, authenticating like the conformance suite's client (module docstring)."""
+
+    current: str = ""
+
+    def call(self, method: str, path: str, body: bytes = b"", **kwargs: Any) -> Any:
+        response = super().call(method, path, body, token=self.current, **kwargs)
+        challenge = response.get("WWW-Authenticate", "")
+        if response.status_code != 401 or not challenge.startswith("Bearer "):
+            return response
+        params = dict(_CHALLENGE_PARAM.findall(challenge))
+        basic = base64.b64encode(f"{self.username}:{PASSWORD}".encode()).decode()
+        issued = self.client.get(
+            urlsplit(params["realm"]).path,
+            {"service": params["service"], "scope": params.get("scope", "")},
+            HTTP_AUTHORIZATION=f"Basic {basic}",
+        )
+        assert issued.status_code == 200, issued.content
+        self.current = issued.json()["token"]
+        return super().call(method, path, body, token=self.current, **kwargs)
+
+    def token_narrow(self, *actions: str) -> None:
+        """Hold a token granting only ``actions`` on the workflow's repository, as after a pull."""
+        scope = f"repository:{NAME}:{','.join(actions)}"
+        self.tokens.pop(scope, None)  # a new token each time, as the suite's client would have
+        self.current = self.token(scope)
+
+
+@pytest.fixture
+def api(client: Client, alice: Any, memory: Any) -> Suite:
+    return Suite(client, "alice")
 
 
 @pytest.fixture
@@ -46,7 +92,7 @@ def accepted_or_created(response: Any) -> bool:
     return 200 <= response.status_code < 300
 
 
-def test_pull_workflow(api: Api, data: Data) -> None:
+def test_pull_workflow(api: Suite, data: Data) -> None:
     populate_blob(api, data.configs[0])
     populate_blob(api, data.configs[1])
     populate_blob(api, LAYER)
@@ -59,6 +105,13 @@ def test_pull_workflow(api: Api, data: Data) -> None:
     assert (head.status_code, head["Docker-Content-Digest"]) == (200, sha256(data.configs[0]))
     assert api.call("GET", f"/v2/{NAME}/blobs/{DUMMY_DIGEST}").status_code == 404
     assert api.call("GET", f"/v2/{NAME}/blobs/{sha256(data.configs[0])}").status_code == 200
+    invalid = api.call(
+        "GET", f"/v2/{NAME}/blobs/{sha256(data.configs[0])}", headers={"Range": "bytes=500-0"}
+    )
+    assert (invalid.status_code, invalid["Content-Range"]) == (
+        416,
+        f"bytes */{len(data.configs[0])}",
+    )
 
     # Pull manifests
     accept = {"Accept": OCI_MANIFEST}
@@ -96,7 +149,7 @@ def test_pull_workflow(api: Api, data: Data) -> None:
         assert accepted_or_created(api.call("DELETE", f"/v2/{NAME}/blobs/{sha256(content)}"))
 
 
-def test_push_workflow(api: Api, data: Data) -> None:
+def test_push_workflow(api: Suite, data: Data) -> None:
     # Blob Upload Streamed
     started = api.call("POST", f"/v2/{NAME}/blobs/uploads/")
     assert started["Location"]
@@ -136,6 +189,13 @@ def test_push_workflow(api: Api, data: Data) -> None:
         "PATCH", out_of_order["Location"], data.chunk2, headers={"Content-Range": data.chunk2_range}
     )
     assert refused.status_code == 416
+    api.token_narrow("pull")  # the status of a session with a token that lacks push
+    status = api.call("GET", out_of_order["Location"])
+    assert (status.status_code, status["Range"], bool(status["Location"])) == (204, "0-0", True)
+    api.token_narrow("pull")  # cancelling a session with a token that lacks push
+    cancelled = api.call("DELETE", out_of_order["Location"])
+    assert cancelled.status_code == 204
+    assert api.call("GET", out_of_order["Location"]).status_code == 404
     first = api.call("POST", f"/v2/{NAME}/blobs/uploads/", CONTENT_LENGTH="0")
     chunk1 = api.call(
         "PATCH", first["Location"], data.chunk1, headers={"Content-Range": data.chunk1_range}
@@ -171,6 +231,13 @@ def test_push_workflow(api: Api, data: Data) -> None:
     assert mounted.status_code == 201
     assert mounted["Location"] == f"/v2/{CROSSMOUNT}/blobs/{sha256(data.blob_a)}"
     assert api.call("GET", mounted["Location"]).status_code == 200
+    # Without from, with automatic content discovery (OCI_AUTOMATIC_CROSSMOUNT)
+    discovered = api.call(
+        "POST", f"/v2/{NAME}-automount/blobs/uploads/", query={"mount": sha256(data.blob_a)}
+    )
+    assert discovered.status_code == 201
+    assert discovered["Location"] == f"/v2/{NAME}-automount/blobs/{sha256(data.blob_a)}"
+    assert api.call("GET", discovered["Location"]).status_code == 200
 
     # Manifest Upload
     assert api.call("GET", f"/v2/{NAME}/manifests/{NONEXISTENT_MANIFEST}").status_code == 404
@@ -191,7 +258,12 @@ def test_push_workflow(api: Api, data: Data) -> None:
         assert accepted_or_created(api.call("DELETE", f"/v2/{NAME}/blobs/{sha256(content)}"))
 
 
-def test_content_discovery_workflow(api: Api, data: Data) -> None:
+def test_content_discovery_workflow(api: Suite, data: Data) -> None:
+    # Referrers of a repository nothing was pushed to: an empty index, never a 404
+    unborn = api.call("GET", f"/v2/{NAME}-unborn/referrers/{DUMMY_DIGEST}")
+    assert (unborn.status_code, unborn["Content-Type"]) == (200, OCI_INDEX)
+    assert unborn.json() == {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+
     populate_blob(api, data.configs[2])
     populate_blob(api, LAYER)
     for i in range(4):
@@ -282,13 +354,13 @@ def test_content_discovery_workflow(api: Api, data: Data) -> None:
     assert api.call("GET", f"/v2/{NAME}/tags/list").json()["tags"] == []
 
 
-def test_content_management_workflow(api: Api, data: Data) -> None:
+def test_content_management_workflow(api: Suite, data: Data) -> None:
     populate_blob(api, data.configs[3])
     populate_blob(api, LAYER)
     assert accepted_or_created(put_manifest(api, "tagtest0", data.manifests[3]))
     before = len(api.call("GET", f"/v2/{NAME}/tags/list").json()["tags"])
 
-    # Manifest delete
+    # Manifest delete (with the token of the pushes, which lacks delete)
     assert api.call("DELETE", f"/v2/{NAME}/manifests/tagtest0").status_code == 202
     assert (
         api.call("DELETE", f"/v2/{NAME}/manifests/{sha256(data.manifests[3])}").status_code == 202

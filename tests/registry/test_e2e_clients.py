@@ -352,6 +352,11 @@ def test_proxy_mode_streams_blobs_with_ranges(registry_server: str, alice: User)
         headers={**bearer, "Range": "bytes=1000-1999"},
         timeout=60,
     )
+    invalid = requests.get(
+        f"http://{registry_server}/v2/alice/raw/blobs/{digest}",
+        headers={**bearer, "Range": "bytes=500-0"},
+        timeout=60,
+    )
     head = requests.head(
         f"http://{registry_server}/v2/alice/raw/blobs/{digest}", headers=bearer, timeout=30
     )
@@ -361,6 +366,8 @@ def test_proxy_mode_streams_blobs_with_ranges(registry_server: str, alice: User)
     assert part.status_code == 206
     assert part.headers["Content-Range"] == f"bytes 1000-1999/{len(data)}"
     assert part.content == data[1000:2000]
+    assert (invalid.status_code, invalid.headers["Content-Range"]) == (416, f"bytes */{len(data)}")
+    assert invalid.content == b""
     assert head.status_code == 200
     assert head.headers["Content-Length"] == str(len(data))
     assert head.content == b""
@@ -415,3 +422,75 @@ def test_local_disk_blobs_are_served_whole_and_by_range_through_gunicorn(
     assert middle.content == data[1048577:3145728]
     assert tail.status_code == 206
     assert tail.content == data[-100:]
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+README_PASSWORD = "readme-secret-42"  # no space: the README's --dest-creds is not quoted
+
+
+def readme_commands() -> dict[str, list[str]]:
+    """Return the shell commands of the README's "Push and pull" block, by program."""
+    section = README.read_text().split("## Push and pull", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("\n```", 1)[0]
+    commands: dict[str, list[str]] = {}
+    for command in block.replace("\\\n", " ").splitlines():
+        command = command.split("  #", 1)[0].strip()
+        if command and not command.startswith("#"):
+            program = Path(command.split()[0]).name
+            commands.setdefault(program, []).append(command)
+    return commands
+
+
+def test_the_readme_skopeo_and_oras_commands_work_as_written(
+    registry_server: str, moto_bucket: str, tmp_path: Path
+) -> None:
+    User.objects.create_user("admin", password=README_PASSWORD)
+    commands = readme_commands()
+    assert [len(commands.get(p, [])) for p in ("skopeo", "python")] == [2, 2]
+    env = {**os.environ, "HOME": str(tmp_path)}  # oras-py's login writes ~/.docker/config.json
+
+    def run(command: str) -> str:
+        for written, actual in [
+            ("127.0.0.1:8000", registry_server),  # both regions are this one server
+            ("127.0.0.1:8001", registry_server),
+            ("PASSWORD", README_PASSWORD),
+            ("var/", f"{tmp_path}/"),
+        ]:
+            command = command.replace(written, actual)
+        for cache in SKOPEO_CACHES:
+            cache.unlink(missing_ok=True)
+        result = subprocess.run(
+            ["bash", "-c", command],
+            cwd=README.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    demo, oras_push = commands["python"]
+    run(demo)
+    push, pull = commands["skopeo"]
+    run(push)
+    run(pull)
+    pushed = run(oras_push)
+
+    index = json.loads((tmp_path / "pulled" / "index.json").read_text())
+    assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == [
+        "v1"
+    ]
+    assert "201" in pushed
+    bearer = token(registry_server, "repository:admin/notes:pull", "admin", README_PASSWORD)
+    notes = requests.get(
+        f"http://{registry_server}/v2/admin/notes/manifests/v1",
+        headers={
+            "Authorization": f"Bearer {bearer}",
+            "Accept": "application/vnd.oci.image.manifest.v1+json",
+        },
+        timeout=30,
+    )
+    assert notes.status_code == 200
+    assert notes.json()["layers"][0]["annotations"]["org.opencontainers.image.title"] == "README.md"

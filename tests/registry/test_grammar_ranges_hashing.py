@@ -135,6 +135,10 @@ def test_digest_algorithm_parameter_other_than_sha256_or_sha512_is_unsupported()
         ("bytes=90-500", ByteRange(90, 99, 100)),
         ("bytes=-500", ByteRange(0, 99, 100)),
         ("bytes=99-99", ByteRange(99, 99, 100)),
+        ("BYTES=0-9", ByteRange(0, 9, 100)),
+        ("bytes=0-9,", ByteRange(0, 9, 100)),
+        ("bytes=0-" + "9" * 5000, ByteRange(0, 99, 100)),
+        ("bytes=-" + "9" * 5000, ByteRange(0, 99, 100)),
     ],
 )
 def test_ranges_are_resolved_and_clamped(header: str, expected: ByteRange) -> None:
@@ -142,9 +146,23 @@ def test_ranges_are_resolved_and_clamped(header: str, expected: ByteRange) -> No
 
 
 @pytest.mark.parametrize(
-    "header", [None, "", "items=0-9", "bytes=0-1,5-6", "bytes=9-2", "bytes=-", "bytes=a-b"]
+    "header",
+    [
+        None,
+        "",
+        "items=0-9",
+        "items=9-2",
+        "bytes=0-1,5-6",
+        "bytes=0-1,200-",
+        "bytes=-",
+        "bytes=a-b",
+        "bytes=",
+        "bytes=,",
+        "bytes=0-9;x",
+        "bytes=\u0663-",
+    ],
 )
-def test_invalid_or_multiple_ranges_are_ignored(header: str | None) -> None:
+def test_other_units_bad_syntax_and_multiple_ranges_are_ignored(header: str | None) -> None:
     assert range_parse(header, 100) is None
 
 
@@ -156,6 +174,8 @@ def test_invalid_or_multiple_ranges_are_ignored(header: str | None) -> None:
         ("bytes=-0", 100),
         ("bytes=0-", 0),
         ("bytes=-5", 0),
+        ("bytes=" + "9" * 5000 + "-", 100),
+        ("bytes=200-300,100-", 100),
     ],
 )
 def test_ranges_selecting_nothing_are_unsatisfiable(header: str, size: int) -> None:
@@ -163,6 +183,14 @@ def test_ranges_selecting_nothing_are_unsatisfiable(header: str, size: int) -> N
         range_parse(header, size)
 
     assert exc.value.size == size
+
+
+@pytest.mark.parametrize("header", ["bytes=500-0", "bytes=9-2", "bytes=1-0", "bytes=0-1,9-2"])
+def test_a_range_whose_last_byte_precedes_its_first_is_rejected(header: str) -> None:
+    with pytest.raises(RangeNotSatisfiable) as exc:
+        range_parse(header, 1000)
+
+    assert exc.value.size == 1000
 
 
 def test_content_range_of_a_partial_answer() -> None:
