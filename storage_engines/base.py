@@ -52,6 +52,39 @@ class ListedObject:
     modified: datetime | None = None
 
 
+@dataclass(frozen=True)
+class Deadlines:
+    """How long one storage call may wait, in seconds: a metadata call (stat, a HEAD, the first
+    byte of a read, a delete) short and without retries, so that a hung store is left for the
+    next location; a streamed body (an upload part, a copy, the rest of a read) longer."""
+
+    connect: float = 2.0
+    metadata_read: float = 3.0
+    stream_read: float = 20.0
+    stream_attempts: int = 2
+
+    @classmethod
+    def from_settings(cls) -> "Deadlines":
+        """Return the deadlines set in Django's settings (``QUAY_GEO_STORAGE_*``), else defaults."""
+        from django.conf import settings
+
+        default = cls()
+        if not settings.configured:
+            return default
+        return cls(
+            connect=float(getattr(settings, "QUAY_GEO_STORAGE_CONNECT_TIMEOUT", default.connect)),
+            metadata_read=float(
+                getattr(settings, "QUAY_GEO_STORAGE_METADATA_TIMEOUT", default.metadata_read)
+            ),
+            stream_read=float(
+                getattr(settings, "QUAY_GEO_STORAGE_READ_TIMEOUT", default.stream_read)
+            ),
+            stream_attempts=int(
+                getattr(settings, "QUAY_GEO_STORAGE_ATTEMPTS", default.stream_attempts)
+            ),
+        )
+
+
 #: Objects asked for per listing request (the most S3 ListObjectsV2 answers in one page).
 LIST_PAGE = 1000
 
@@ -96,6 +129,7 @@ class StorageEngine(ABC):
         self.options = options
         self.part_size: int = max(self.min_part_size, 8 * MiB)
         self.list_page_size: int = LIST_PAGE
+        self.deadlines = Deadlines.from_settings()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.location_id}>"

@@ -33,6 +33,10 @@ class StorageUnavailable(StorageError):
     """The engine could not be reached or answered with a transient failure; retry later."""
 
 
+class StorageTimeout(StorageUnavailable):
+    """The engine did not answer within the call's deadline (a hung store)."""
+
+
 class StoragePermanentError(StorageError):
     """The engine refused the operation for a reason a retry will not fix."""
 
