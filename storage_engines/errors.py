@@ -13,6 +13,10 @@ class ObjectNotFound(StorageError):
     """The object does not exist at that key."""
 
 
+class SourceEnded(StorageError):
+    """The stream being written ended before its announced length: the sender's fault."""
+
+
 class InvalidRange(StorageError):
     """The requested byte range cannot be satisfied for this object."""
 

@@ -216,6 +216,7 @@ class S3Engine(StorageEngine):
     options_form: ClassVar[type[EngineOptionsForm]] = S3Options
     min_part_size = 5 * MiB
     max_object_size = 5 * 1024 * GiB
+    append_retryable = True
 
     def __init__(self, *, location_id: str, options: dict[str, Any]) -> None:
         super().__init__(location_id=location_id, options=options)
@@ -555,6 +556,11 @@ class S3Engine(StorageEngine):
         # The blob's key is known only now: move the assembled object there inside S3.
         self._copy(self.bucket, staging, self._key(key), size)
         self.delete(upload_key(state["upload_id"], "data"))
+
+    def _append_undo(self, before: UploadState, after: UploadState) -> None:
+        # A multipart upload the failed append created is named by no state the caller holds.
+        if after.get("mpu") and not before.get("mpu"):
+            self._session_abort({**before, "mpu": after["mpu"]})
 
     def _session_abort(self, state: UploadState) -> None:
         if not state.get("mpu"):

@@ -302,6 +302,7 @@ class SwiftEngine(StorageEngine):
     options_form = SwiftOptions
     # An SLO GET throttles segments under 1 MiB (rate_limit_under_size): only the last may be.
     min_part_size = 1 * MiB
+    append_retryable = True
     #: Swift's default ``max_manifest_segments``; bigger sessions nest manifests.
     manifest_segments_max = 1000
 

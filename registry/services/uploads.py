@@ -21,6 +21,7 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
 
+from quay_geo.logging import request_id_current
 from replication import health
 from replication.commitsql import blob_commit_statement, task_sender
 from replication.models import Blob, StorageLocation
@@ -32,7 +33,7 @@ from replication.selectors import (
     upload_location_pick,
 )
 from replication.services import blob_commit
-from storage_engines.base import StorageEngine, UploadState
+from storage_engines.base import StorageEngine, UploadState, store_failure
 from storage_engines.errors import StorageError, StoragePermanentError, StorageUnavailable
 from storage_engines.keys import content_key, upload_key
 
@@ -203,8 +204,49 @@ def _upload_discard(upload: BlobUpload, engine: StorageEngine) -> None:
     BlobUpload.objects.filter(pk=upload.pk).delete()
 
 
+def _store_failed(
+    upload: BlobUpload, engine: StorageEngine, until: datetime, exc: StorageError, received: int
+) -> errors.OCIError:
+    """Keep a session whose store failed while a request appended to it, and return the 503.
+
+    An ``append_retryable`` engine kept its session as the stored state describes it: the row is
+    left as it was, so a retry of the same chunk proceeds. Otherwise the engine dropped the
+    session: a session that held nothing yet gets a new one (the retry still proceeds), one that
+    held bytes is forgotten (they are gone; the client starts again).
+    """
+    logger.warning(
+        "upload %s: %s failed after %d bytes of the request (request %s): %s",
+        upload.uuid,
+        upload.location,
+        received,
+        request_id_current(),
+        exc,
+    )
+    if not engine.append_retryable:
+        if upload.byte_count:
+            _upload_discard(upload, engine)
+            return StorageFailed({"reason": str(exc)[:500], "resumable": False})
+        try:
+            fresh = engine.upload_begin(upload_id=upload.uuid)
+        except StorageError:
+            _upload_discard(upload, engine)
+            return StorageFailed({"reason": str(exc)[:500], "resumable": False})
+        BlobUpload.objects.filter(pk=upload.pk).update(engine_state=fresh)
+    _release(upload, until)
+    return StorageFailed(
+        {"reason": str(exc)[:500], "resumable": True},
+        headers={
+            "Range": upload_range(upload.byte_count),
+            "Location": upload_path(upload),
+            "Docker-Upload-UUID": upload.uuid,
+        },
+    )
+
+
 def _stream_failed(exc: Exception, *, expected: int | None, received: int) -> errors.OCIError:
     """Return the error a failed body stream answers: the client's (short body) or storage's."""
+    if store_failure(exc):
+        return StorageFailed({"reason": str(exc)[:500]})
     if expected is not None and received < expected:
         return errors.SizeInvalid(
             {"expected": expected, "received": received},
@@ -232,8 +274,10 @@ def upload_append(
 ) -> BlobUpload:
     """Stream a request body to the end of a claimed upload and return the updated upload.
 
-    A failure while bytes stream discards the whole session (nothing half-written remains); the
-    client starts again. ``release``: give the claim back (a PATCH); a PUT keeps it to commit.
+    A client's failure while bytes stream (a short or broken body) discards the whole session
+    (nothing half-written remains); the client starts again. The store's failure answers 503 and
+    keeps the session where it can (``_store_failed``). ``release``: give the claim back (a
+    PATCH); a PUT keeps it to commit.
     """
     try:
         length = _chunk_length(upload, body, content_range)
@@ -258,6 +302,8 @@ def upload_append(
             _trailing_bytes_refuse(body, reader.size)
     except Exception as exc:
         _health_report(upload.location, exc)
+        if isinstance(exc, StorageError) and store_failure(exc):
+            raise _store_failed(upload, engine, until, exc, reader.size) from exc
         _upload_discard(upload, engine)
         if isinstance(exc, errors.OCIError):
             raise

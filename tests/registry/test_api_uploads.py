@@ -259,3 +259,59 @@ def test_an_unknown_session_is_unknown(api: Api) -> None:
 
     assert response.status_code == 404
     assert error_code(response) == "BLOB_UPLOAD_UNKNOWN"
+
+
+# --- the store failing mid-request (issue 15) ---------------------------------------------------
+
+
+def _store_fails_after(monkeypatch: pytest.MonkeyPatch, memory: Memory, count: int) -> None:
+    """Make the next part the engine writes fail as a store would, after ``count`` writes."""
+    from storage_engines.errors import StorageUnavailable
+
+    original = memory.engine._session_write_part
+    calls = {"n": 0}
+
+    def failing(*args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] > count:
+            raise StorageUnavailable("memory: the store went away")
+        original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(memory.engine, "_session_write_part", failing)
+
+
+def test_a_store_failing_mid_patch_is_503_and_a_new_session_takes_the_same_chunk(
+    api: Api, memory: Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory.engine.part_size = 1024
+    data = os.urandom(4096)
+    location = session(api)["Location"]
+    _store_fails_after(monkeypatch, memory, 1)
+
+    failed = api.call("PATCH", location, data)
+    monkeypatch.undo()
+    retried = api.call("PATCH", location, data)
+    done = api.call("PUT", location, query={"digest": sha256(data)})
+
+    assert failed.status_code == 503
+    assert error_code(failed) == "UNAVAILABLE"
+    assert retried.status_code == 202
+    assert done.status_code == 201
+    assert memory.holds_nothing_but(sha256(data))
+
+
+def test_a_store_failing_after_earlier_chunks_of_a_dropped_session_forgets_it(
+    api: Api, memory: Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory.engine.part_size = 1024
+    location = session(api)["Location"]
+    api.call("PATCH", location, b"x" * 2048, headers={"Content-Range": "0-2047"})
+    _store_fails_after(monkeypatch, memory, 0)
+
+    failed = api.call("PATCH", location, b"y" * 2048, headers={"Content-Range": "2048-4095"})
+
+    # The in-memory engine is not append_retryable: its session went with the failure.
+    assert failed.status_code == 503
+    assert error_code(failed) == "UNAVAILABLE"
+    assert not BlobUpload.objects.exists()
+    assert memory.holds_nothing_but()

@@ -100,3 +100,46 @@ def test_a_hung_store_is_left_for_the_next_location_and_skipped_after(
     assert elapsed < BOUND_SECONDS
     # The GET did not ask the hung store again: its breaker was open.
     assert (proxy.snapshot() - before).connections == tried_hung.connections
+
+
+MiB = 1024 * 1024
+
+
+def test_a_patch_to_a_hung_store_is_503_and_the_same_chunk_retried_later_completes(
+    client: Client,
+    alice: User,
+    proxy: DelayProxy,
+    deadlines: None,
+    caplog: pytest.LogCaptureFixture,
+    settings: Any,
+) -> None:
+    settings.QUAY_DISTRIBUTED_STORAGE_PREFERENCE = "us_s3"
+    _s3_location("us_s3", f"http://{proxy.url_host}", "proxy")
+    api = Api(client, "alice")
+    data = os.urandom(11 * MiB)
+    first, second = data[: 8 * MiB], data[8 * MiB :]
+    location = api.call("POST", "/v2/alice/app/blobs/uploads/")["Location"]
+    stored = api.call("PATCH", location, first, headers={"Content-Range": f"0-{len(first) - 1}"})
+    assert stored.status_code == 202
+    chunk = {"Content-Range": f"{len(first)}-{len(data) - 1}"}
+    proxy.pause()
+
+    started = time.monotonic()
+    failed = api.call("PATCH", location, second, headers=chunk, HTTP_X_REQUEST_ID="req-hung-1")
+    elapsed = time.monotonic() - started
+    proxy.resume()
+    retried = api.call("PATCH", location, second, headers=chunk)
+    done = api.call("PUT", location, query={"digest": sha256(data)})
+
+    assert failed.status_code == 503
+    assert failed.json()["errors"][0]["code"] == "UNAVAILABLE"
+    assert failed["Range"] == f"0-{len(first) - 1}"  # what the store holds: resume from there
+    assert elapsed < BOUND_SECONDS
+    assert any(
+        "req-hung-1" in record.getMessage() and record.levelname == "WARNING"
+        for record in caplog.records
+    )
+    assert retried.status_code == 202
+    assert done.status_code == 201, done.content
+    get = api.call("GET", f"/v2/alice/app/blobs/{sha256(data)}")
+    assert b"".join(get.streaming_content) == data
