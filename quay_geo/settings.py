@@ -266,7 +266,9 @@ QUAY_GEO_CHUNK_MIN_LENGTH = env.int("QUAY_GEO_CHUNK_MIN_LENGTH", default=None)
 QUAY_GEO_MANIFEST_MAX_BYTES = env.int("QUAY_GEO_MANIFEST_MAX_BYTES", default=4 * 1024 * 1024)
 # Lifetime of the storage URLs blob GETs redirect to.
 QUAY_GEO_DIRECT_URL_TTL = env.int("QUAY_GEO_DIRECT_URL_TTL", default=600)
-QUAY_GEO_UPLOAD_LEASE_SECONDS = env.int("QUAY_GEO_UPLOAD_LEASE_SECONDS", default=3600)
+# How long a request's claim on an upload session lasts; a body streaming longer renews it every
+# third of it. A request whose worker died blocks the client's retry at most this long.
+QUAY_GEO_UPLOAD_LEASE_SECONDS = env.int("QUAY_GEO_UPLOAD_LEASE_SECONDS", default=30)
 
 # --- Region-local caches (replication/regioncache.py, docs/operations.md "Caches") ---------------
 # Lifetime of cached content facts (a manifest by digest, a blob's size and locations, a user,

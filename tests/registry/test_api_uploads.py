@@ -315,3 +315,56 @@ def test_a_store_failing_after_earlier_chunks_of_a_dropped_session_forgets_it(
     assert error_code(failed) == "UNAVAILABLE"
     assert not BlobUpload.objects.exists()
     assert memory.holds_nothing_but()
+
+
+# --- the claim's lease (issue 15) ---------------------------------------------------------------
+
+
+class _SlowBody:
+    """A request body that arrives in ``chunks`` pieces, ``pause`` seconds apart, and checks on
+    the way whether another request could claim the upload."""
+
+    def __init__(self, repository: Repository, uuid: str, chunks: int, pause: float) -> None:
+        self.repository, self.uuid = repository, uuid
+        self.left, self.pause = chunks, pause
+        self.refused = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        import time
+
+        from registry import errors
+        from registry.services.uploads import upload_claim
+
+        if not self.left:
+            return b""
+        time.sleep(self.pause)
+        try:
+            upload_claim(repository=self.repository, uuid=self.uuid)
+        except errors.RangeInvalid:
+            self.refused += 1
+        self.left -= 1
+        return b"z" * 1000
+
+
+def test_a_body_streaming_longer_than_the_lease_renews_it(
+    api: Api, memory: Memory, settings: Settings
+) -> None:
+    from registry.services.streaming import Body
+    from registry.services.uploads import upload_append, upload_claim
+
+    settings.QUAY_GEO_UPLOAD_LEASE_SECONDS = 2
+    location = session(api)["Location"]
+    uuid = location.rsplit("/", 1)[1]
+    repository = Repository.objects.get()
+    upload, lease = upload_claim(repository=repository, uuid=uuid)
+    first_until = lease.until
+    body = _SlowBody(repository, uuid, chunks=5, pause=0.8)  # 4 s: twice the lease
+
+    upload = upload_append(
+        upload=upload, until=lease, body=Body(body, 5000), content_range=(0, 4999)
+    )
+
+    assert body.refused == 5  # no other request could claim it while it streamed
+    assert lease.until > first_until
+    assert upload.byte_count == 5000
+    assert BlobUpload.objects.get().busy_until is None
