@@ -266,7 +266,9 @@ QUAY_GEO_CHUNK_MIN_LENGTH = env.int("QUAY_GEO_CHUNK_MIN_LENGTH", default=None)
 QUAY_GEO_MANIFEST_MAX_BYTES = env.int("QUAY_GEO_MANIFEST_MAX_BYTES", default=4 * 1024 * 1024)
 # Lifetime of the storage URLs blob GETs redirect to.
 QUAY_GEO_DIRECT_URL_TTL = env.int("QUAY_GEO_DIRECT_URL_TTL", default=600)
-QUAY_GEO_UPLOAD_LEASE_SECONDS = env.int("QUAY_GEO_UPLOAD_LEASE_SECONDS", default=3600)
+# How long a request's claim on an upload session lasts; a body streaming longer renews it every
+# third of it. A request whose worker died blocks the client's retry at most this long.
+QUAY_GEO_UPLOAD_LEASE_SECONDS = env.int("QUAY_GEO_UPLOAD_LEASE_SECONDS", default=30)
 
 # --- Region-local caches (replication/regioncache.py, docs/operations.md "Caches") ---------------
 # Lifetime of cached content facts (a manifest by digest, a blob's size and locations, a user,
@@ -292,6 +294,16 @@ QUAY_GEO_REPLICATION_BACKOFF_MAX = env.float("QUAY_GEO_REPLICATION_BACKOFF_MAX",
 QUAY_GEO_RECONCILE_LOST_AFTER = env.int("QUAY_GEO_RECONCILE_LOST_AFTER", default=300)
 QUAY_GEO_GC_GRACE_SECONDS = env.int("QUAY_GEO_GC_GRACE_SECONDS", default=24 * 3600)
 QUAY_GEO_UPLOAD_EXPIRY_SECONDS = env.int("QUAY_GEO_UPLOAD_EXPIRY_SECONDS", default=24 * 3600)
+# Deadlines of storage calls (docs/operations.md "A hung store"), in seconds. A metadata call (a
+# stat, a HEAD, the first byte of a read, a delete) connects within CONNECT_TIMEOUT and answers
+# within METADATA_TIMEOUT, without a retry; a streamed body (an upload part, a copy, the rest of
+# a read) may wait READ_TIMEOUT between bytes, in ATTEMPTS tries. A pull gives one location
+# ATTEMPT_SECONDS to answer before it tries the next.
+QUAY_GEO_STORAGE_CONNECT_TIMEOUT = env.float("QUAY_GEO_STORAGE_CONNECT_TIMEOUT", default=2.0)
+QUAY_GEO_STORAGE_METADATA_TIMEOUT = env.float("QUAY_GEO_STORAGE_METADATA_TIMEOUT", default=3.0)
+QUAY_GEO_STORAGE_READ_TIMEOUT = env.float("QUAY_GEO_STORAGE_READ_TIMEOUT", default=20.0)
+QUAY_GEO_STORAGE_ATTEMPTS = env.int("QUAY_GEO_STORAGE_ATTEMPTS", default=2)
+QUAY_GEO_STORAGE_ATTEMPT_SECONDS = env.float("QUAY_GEO_STORAGE_ATTEMPT_SECONDS", default=4.0)
 QUAY_GEO_BREAKER_FAILURES = env.int("QUAY_GEO_BREAKER_FAILURES", default=3)
 QUAY_GEO_BREAKER_SECONDS = env.float("QUAY_GEO_BREAKER_SECONDS", default=30.0)
 # Seconds between heartbeats (and reachability probes) of each web and worker process.

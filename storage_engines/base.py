@@ -20,6 +20,7 @@ from .errors import (
     InvalidRange,
     ObjectNotFound,
     ObjectTooLarge,
+    SourceEnded,
     StorageError,
     StoragePermanentError,
     StorageUnavailable,
@@ -50,6 +51,39 @@ class ListedObject:
     key: str
     size: int
     modified: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long one storage call may wait, in seconds: a metadata call (stat, a HEAD, the first
+    byte of a read, a delete) short and without retries, so that a hung store is left for the
+    next location; a streamed body (an upload part, a copy, the rest of a read) longer."""
+
+    connect: float = 2.0
+    metadata_read: float = 3.0
+    stream_read: float = 20.0
+    stream_attempts: int = 2
+
+    @classmethod
+    def from_settings(cls) -> "Deadlines":
+        """Return the deadlines set in Django's settings (``QUAY_GEO_STORAGE_*``), else defaults."""
+        from django.conf import settings
+
+        default = cls()
+        if not settings.configured:
+            return default
+        return cls(
+            connect=float(getattr(settings, "QUAY_GEO_STORAGE_CONNECT_TIMEOUT", default.connect)),
+            metadata_read=float(
+                getattr(settings, "QUAY_GEO_STORAGE_METADATA_TIMEOUT", default.metadata_read)
+            ),
+            stream_read=float(
+                getattr(settings, "QUAY_GEO_STORAGE_READ_TIMEOUT", default.stream_read)
+            ),
+            stream_attempts=int(
+                getattr(settings, "QUAY_GEO_STORAGE_ATTEMPTS", default.stream_attempts)
+            ),
+        )
 
 
 #: Objects asked for per listing request (the most S3 ListObjectsV2 answers in one page).
@@ -90,12 +124,16 @@ class StorageEngine(ABC):
     max_object_size: ClassVar[int | None] = None
     #: True when a session's parts live outside the engine (a local temp file).
     single_host_sessions: ClassVar[bool] = False
+    #: True when a session survives an append the store failed: its parts are numbered from the
+    #: caller's state, so a retry of the same append overwrites what the failed one wrote.
+    append_retryable: ClassVar[bool] = False
 
     def __init__(self, *, location_id: str, options: dict[str, Any]) -> None:
         self.location_id = location_id
         self.options = options
         self.part_size: int = max(self.min_part_size, 8 * MiB)
         self.list_page_size: int = LIST_PAGE
+        self.deadlines = Deadlines.from_settings()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.location_id}>"
@@ -208,8 +246,11 @@ class StorageEngine(ABC):
         """Append ``length`` bytes (or the whole stream) and return the new state.
 
         A failed append aborts the session (what it wrote may be only partly recorded in any
-        state the caller holds), so the caller starts the upload again.
+        state the caller holds), so the caller starts the upload again; except where the store
+        failed and the engine is ``append_retryable``: then the session stays as the caller's
+        state describes it, and the same append may be tried again.
         """
+        before = state
         state = copy.deepcopy(state)
         source = CountingReader(stream, limit=length)
         old_tail = None
@@ -218,20 +259,28 @@ class StorageEngine(ABC):
                 old_tail = self._tail_read(state, pending)
                 buffered = self._parts_feed(state, source, pending, int(state["tail"]))
                 if length is not None and source.size != length:
-                    raise StorageError(f"stream ended after {source.size} of {length} bytes")
+                    raise SourceEnded(f"stream ended after {source.size} of {length} bytes")
                 state["tail"] = 0
                 self._remainder_store(state, pending, buffered)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(StorageError):
-                self.upload_abort(state)
-                if old_tail is not None:
-                    self.delete(old_tail)
+                if self.append_retryable and store_failure(exc):
+                    self._append_undo(before, state)
+                else:
+                    self.upload_abort(state)
+                    if old_tail is not None:
+                        self.delete(old_tail)
             raise
         # Only now is the old tail no longer needed: a failed append can be retried from the
         # caller's previous state, which still names it.
         if old_tail is not None:
             self.delete(old_tail)
         return state
+
+    def _append_undo(self, before: UploadState, after: UploadState) -> None:
+        """Remove what a failed append created that ``before`` does not name and a retry from
+        ``before`` would not overwrite (engines that are ``append_retryable``)."""
+        return None
 
     def _parts_feed(
         self, state: UploadState, source: Readable, pending: IO[bytes], buffered: int
@@ -379,6 +428,11 @@ class StorageEngine(ABC):
                 )
         finally:
             self.delete(key)
+
+
+def store_failure(exc: BaseException) -> bool:
+    """Return whether ``exc`` is the store's failure, not the sender's (a short or broken body)."""
+    return isinstance(exc, StorageError) and not isinstance(exc, SourceEnded)
 
 
 def _round_up(value: int, multiple: int) -> int:

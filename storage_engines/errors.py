@@ -13,6 +13,10 @@ class ObjectNotFound(StorageError):
     """The object does not exist at that key."""
 
 
+class SourceEnded(StorageError):
+    """The stream being written ended before its announced length: the sender's fault."""
+
+
 class InvalidRange(StorageError):
     """The requested byte range cannot be satisfied for this object."""
 
@@ -31,6 +35,10 @@ class UnknownEngineKind(StorageError):
 
 class StorageUnavailable(StorageError):
     """The engine could not be reached or answered with a transient failure; retry later."""
+
+
+class StorageTimeout(StorageUnavailable):
+    """The engine did not answer within the call's deadline (a hung store)."""
 
 
 class StoragePermanentError(StorageError):

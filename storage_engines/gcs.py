@@ -60,7 +60,6 @@ logger = logging.getLogger(__name__)
 KiB = 1024
 GCS_ENDPOINT = "https://storage.googleapis.com"
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
-READ_TIMEOUT = 60.0
 #: How long google-cloud-storage keeps retrying a transient failure of one metadata call.
 RETRY_WINDOW = 2.0
 #: How often one chunk is re-sent when GCS persisted only part of it.
@@ -174,7 +173,10 @@ class GCSEngine(StorageEngine):
         self.prefix = str(options.get("storage_path") or "").strip("/")
         # Always explicit, so the process-global STORAGE_EMULATOR_HOST never redirects us.
         self.endpoint = str(options.get("api_endpoint") or GCS_ENDPOINT).rstrip("/")
-        self.timeout = (float(options.get("connect_timeout") or 5), READ_TIMEOUT)
+        connect = float(options.get("connect_timeout") or 5)
+        self.timeout = (connect, self.deadlines.stream_read)
+        #: Of a metadata call: a store that accepts and never answers is given up within seconds.
+        self.quick_timeout = (min(connect, self.deadlines.connect), self.deadlines.metadata_read)
         self.retry = DEFAULT_RETRY.with_timeout(RETRY_WINDOW).with_delay(
             initial=0.2, maximum=1.0, multiplier=2.0
         )
@@ -329,7 +331,7 @@ class GCSEngine(StorageEngine):
         blob = self._bucket().blob(self._name(key))
         try:
             with self._errors(self._what("stat", key)):
-                blob.reload(timeout=self.timeout, retry=self.retry)
+                blob.reload(timeout=self.quick_timeout, retry=self.retry)
         except ObjectNotFound:
             return None
         return ObjectStat(size=int(blob.size or 0))
@@ -360,7 +362,9 @@ class GCSEngine(StorageEngine):
     @_interop
     def delete(self, key: str) -> None:
         with contextlib.suppress(ObjectNotFound), self._errors(self._what("delete", key)):
-            self._bucket().delete_blob(self._name(key), timeout=self.timeout, retry=self.retry)
+            self._bucket().delete_blob(
+                self._name(key), timeout=self.quick_timeout, retry=self.retry
+            )
 
     @_interop
     def write(

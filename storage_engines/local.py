@@ -16,7 +16,7 @@ from .base import ListedObject, ObjectStat, StorageEngine, UploadState, range_re
 from .errors import (
     ContainerNotFound,
     ObjectNotFound,
-    StorageError,
+    SourceEnded,
     StorageMisconfigured,
     StorageUnavailable,
     UploadSessionInvalid,
@@ -166,7 +166,7 @@ class LocalEngine(StorageEngine):
                     handle.write(data)
                 handle.truncate()
             if length is not None and source.size != length:
-                raise StorageError(f"stream ended after {source.size} of {length} bytes")
+                raise SourceEnded(f"stream ended after {source.size} of {length} bytes")
         except BaseException:
             self.upload_abort(state)
             raise

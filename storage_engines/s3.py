@@ -19,12 +19,14 @@ from botocore.exceptions import (
     BotoCoreError,
     ChecksumError,
     ClientError,
+    ConnectTimeoutError,
     FlexibleChecksumError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
     ParamValidationError,
     PartialCredentialsError,
+    ReadTimeoutError,
     SSLError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -47,6 +49,7 @@ from .errors import (
     StorageError,
     StorageMisconfigured,
     StoragePermanentError,
+    StorageTimeout,
     StorageUnavailable,
     UploadSessionInvalid,
 )
@@ -61,8 +64,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 GiB = 1024 * MiB
-READ_TIMEOUT = 60
-MAX_ATTEMPTS = 3  # the first try included
 THREADS = 4  # parallel parts of one upload or copy; more does not help on moto or RGW
 MAX_PARTS = 10_000
 
@@ -215,6 +216,7 @@ class S3Engine(StorageEngine):
     options_form: ClassVar[type[EngineOptionsForm]] = S3Options
     min_part_size = 5 * MiB
     max_object_size = 5 * 1024 * GiB
+    append_retryable = True
 
     def __init__(self, *, location_id: str, options: dict[str, Any]) -> None:
         super().__init__(location_id=location_id, options=options)
@@ -226,6 +228,7 @@ class S3Engine(StorageEngine):
         self.copy_part_size = self.settings.copy_part_size
         self._secrets = [s for s in (self.settings.secret_key, self.settings.session_token) if s]
         self._client_cache: S3Client | None = None
+        self._quick_cache: S3Client | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -247,26 +250,38 @@ class S3Engine(StorageEngine):
 
     @property
     def client(self) -> "S3Client":
-        """Return the boto3 client, built on first use (boto3 clients are thread-safe)."""
+        """Return the client of streamed bodies and copies, built on first use (boto3 clients
+        are thread-safe)."""
         if self._client_cache is None:
             with self._lock:
                 if self._client_cache is None:
-                    self._client_cache = self._client_build()
+                    self._client_cache = self._client_build(quick=False)
         return self._client_cache
+
+    @property
+    def quick(self) -> "S3Client":
+        """Return the client of metadata calls: short timeouts and no retry, so that a store
+        that accepts connections and never answers is given up within seconds."""
+        if self._quick_cache is None:
+            with self._lock:
+                if self._quick_cache is None:
+                    self._quick_cache = self._client_build(quick=True)
+        return self._quick_cache
 
     def warm(self) -> None:
         # Building a client loads and parses botocore's S3 model: about 0.1 s of CPU per process.
         self.client  # noqa: B018 - built for its side effect
+        self.quick  # noqa: B018 - built for its side effect
 
-    def _client_build(self) -> "S3Client":
-        s = self.settings
+    def _client_build(self, *, quick: bool) -> "S3Client":
+        s, d = self.settings, self.deadlines
         config = Config(
             region_name=s.region,
             signature_version=s.signature_version,
             s3={"addressing_style": s.addressing_style},
-            connect_timeout=s.connect_timeout,
-            read_timeout=READ_TIMEOUT,
-            retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+            connect_timeout=min(s.connect_timeout, d.connect) if quick else s.connect_timeout,
+            read_timeout=d.metadata_read if quick else d.stream_read,
+            retries={"total_max_attempts": 1 if quick else d.stream_attempts, "mode": "standard"},
             max_pool_connections=4 * THREADS,
             # Reads are checked by the SHA-256 of the blob where it matters (a replicated copy,
             # an upload read back); botocore's CRC32 over every byte read was a third hash in a
@@ -348,6 +363,8 @@ class S3Engine(StorageEngine):
             )
         if isinstance(exc, ParamValidationError | SSLError):
             return StorageMisconfigured(message)
+        if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):
+            return StorageTimeout(message)
         if isinstance(exc, _TRANSIENT_ERRORS):
             return StorageUnavailable(message)
         return StoragePermanentError(message)
@@ -356,7 +373,7 @@ class S3Engine(StorageEngine):
 
     def stat(self, key: str) -> ObjectStat | None:
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            head = self.quick.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
             if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 return None
@@ -376,11 +393,12 @@ class S3Engine(StorageEngine):
             params["Range"] = f"bytes={offset}-{end}"
         try:
             with self._translated(f"read {key}"):
-                response = self.client.get_object(**params)
+                response = self.quick.get_object(**params)
         except InvalidRange:
             # An empty object has no satisfiable range, yet reads as empty from offset 0.
             return self._read_empty(key, offset, length)
         body = response["Body"]
+        _socket_timeout_set(body, self.deadlines.stream_read)
         md5 = None if "Range" in params else _etag_md5(response)
         return ByteStream(self._body_chunks(body, key), close=body.close, md5=md5)
 
@@ -421,7 +439,7 @@ class S3Engine(StorageEngine):
 
     def delete(self, key: str) -> None:
         with self._translated(f"delete {key}"):
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+            self.quick.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def write_small(self, key: str, data: IO[bytes], size: int) -> None:
         body = data.read(size)  # small by contract, and a body of known length signs cleanly
@@ -539,6 +557,11 @@ class S3Engine(StorageEngine):
         self._copy(self.bucket, staging, self._key(key), size)
         self.delete(upload_key(state["upload_id"], "data"))
 
+    def _append_undo(self, before: UploadState, after: UploadState) -> None:
+        # A multipart upload the failed append created is named by no state the caller holds.
+        if after.get("mpu") and not before.get("mpu"):
+            self._session_abort({**before, "mpu": after["mpu"]})
+
     def _session_abort(self, state: UploadState) -> None:
         if not state.get("mpu"):
             return
@@ -609,6 +632,21 @@ class S3Engine(StorageEngine):
                     self.client.abort_multipart_upload(Bucket=self.bucket, Key=target, UploadId=mpu)
                 raise
         logger.info("copied %s/%s to %s in %d parts", bucket, key, target, len(ranges))
+
+
+def _socket_timeout_set(body: Any, seconds: float) -> None:
+    """Give the rest of a GetObject body the read timeout of streams.
+
+    The answer's headers came within the metadata timeout (a hung store is given up quickly);
+    the body that follows may pause longer between chunks without being a failure.
+    """
+    # botocore keeps urllib3's response, which keeps http.client's, which reads a socket file.
+    answer = getattr(getattr(body, "_raw_stream", None), "_fp", None)
+    sock = getattr(getattr(getattr(answer, "fp", None), "raw", None), "_sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
+    else:
+        logger.debug("no socket found under a GetObject body: it keeps the metadata timeout")
 
 
 def _etag_md5(response: Any) -> str | None:

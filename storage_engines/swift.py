@@ -57,7 +57,6 @@ swift.logger_settings["reveal_sensitive_prefix"] = 0
 
 #: Swift's default ``max_file_size``: the largest plain object, and so the largest COPY.
 MAX_OBJECT = 5 * 1024 * MiB
-READ_TIMEOUT = 60
 #: A COPY or a manifest PUT answers only once Swift has written or checked every byte.
 SLOW_READ_TIMEOUT = 900
 _TRANSIENT = frozenset({408, 422, 429, 498, 499})
@@ -303,6 +302,7 @@ class SwiftEngine(StorageEngine):
     options_form = SwiftOptions
     # An SLO GET throttles segments under 1 MiB (rate_limit_under_size): only the last may be.
     min_part_size = 1 * MiB
+    append_retryable = True
     #: Swift's default ``max_manifest_segments``; bigger sessions nest manifests.
     manifest_segments_max = 1000
 
@@ -316,16 +316,20 @@ class SwiftEngine(StorageEngine):
 
     # --- connections and errors ----------------------------------------------------------------
 
-    def _connection(self, read_timeout: int = READ_TIMEOUT) -> Any:
-        """Return this thread's connection: swiftclient connections are not thread-safe."""
-        attribute = f"conn_{read_timeout}"
+    def _connection(self, read_timeout: float | None = None, *, quick: bool = False) -> Any:
+        """Return this thread's connection: swiftclient connections are not thread-safe.
+
+        ``quick``: of metadata calls, with short timeouts and no retry, so that a store that
+        accepts connections and never answers is given up within seconds.
+        """
+        attribute = "conn_quick" if quick else f"conn_{read_timeout}"
         conn = getattr(self._local, attribute, None)
         if conn is None:
-            conn = self._connect(read_timeout)
+            conn = self._connect(read_timeout or self.deadlines.stream_read, quick=quick)
             setattr(self._local, attribute, conn)
         return conn
 
-    def _connect(self, read_timeout: int) -> _Connection:
+    def _connect(self, read_timeout: float, *, quick: bool = False) -> _Connection:
         options = self.options
         version = options["auth_version"]
         if version != "1" and getattr(swift, f"ksclient_v{version}", None) is None:
@@ -336,6 +340,8 @@ class SwiftEngine(StorageEngine):
         cacert = options.get("ca_cert_path") or None
         if cacert and not os.path.isfile(cacert):
             raise StorageMisconfigured(f"ca_cert_path {cacert} of {self.location_id} is no file")
+        d = self.deadlines
+        quick_timeout = (min(options["connect_timeout"], d.connect), d.metadata_read)
         return _Connection(
             authurl=options["auth_url"],
             user=self.user,
@@ -343,10 +349,10 @@ class SwiftEngine(StorageEngine):
             auth_version=version,
             os_options=dict(options.get("os_options") or {}),
             cacert=cacert,
-            retries=options["retry_count"],
+            retries=0 if quick else options["retry_count"],
             starting_backoff=0.5,
             max_backoff=4,
-            timeout=(options["connect_timeout"], read_timeout),
+            timeout=quick_timeout if quick else (options["connect_timeout"], read_timeout),
         )
 
     @contextlib.contextmanager
@@ -448,7 +454,9 @@ class SwiftEngine(StorageEngine):
     def _head(self, name: str) -> dict[str, str] | None:
         try:
             with self._errors(f"HEAD {name}"):
-                headers: dict[str, str] = self._connection().head_object(self.container, name)
+                headers: dict[str, str] = self._connection(quick=True).head_object(
+                    self.container, name
+                )
         except ObjectNotFound:
             return None
         return headers

@@ -5,10 +5,15 @@ location fails, the next is tried within the same request. This is the one funct
 georeplication work extends (health, priority replication).
 """
 
+import concurrent.futures
+import contextvars
+import functools
 import hashlib
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from django.conf import settings
 
@@ -23,7 +28,13 @@ from replication.selectors import (
 )
 from replication.services import placement_prioritize
 from storage_engines.base import StorageEngine
-from storage_engines.errors import InvalidRange, ObjectNotFound, StorageError, StorageUnavailable
+from storage_engines.errors import (
+    InvalidRange,
+    ObjectNotFound,
+    StorageError,
+    StorageTimeout,
+    StorageUnavailable,
+)
 from storage_engines.keys import content_key
 from storage_engines.streams import ByteStream
 
@@ -33,6 +44,8 @@ from .problems import StorageFailed
 from .streaming import db_release
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,62 @@ class BlobStream:
     """Serve bytes through the registry; ``stream`` is None for a HEAD."""
 
     stream: ByteStream | None
+
+
+def attempt_seconds() -> float:
+    """Return how long one location may take to answer a HEAD or the start of a GET."""
+    return float(getattr(settings, "QUAY_GEO_STORAGE_ATTEMPT_SECONDS", 4.0))
+
+
+class StoreBudget:
+    """Runs one storage call on a helper thread and stops waiting for it after its budget.
+
+    The engines' own timeouts end a hung call soon after (a metadata call's read timeout);
+    the budget bounds what a request waits for one location whatever an SDK retries, so that
+    the next location is tried within seconds.
+    """
+
+    def __init__(self, workers: int = 16) -> None:
+        self.workers = workers
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def call(self, action: Callable[[], T], *, seconds: float, location_id: str) -> T:
+        """Return what ``action`` returns; raise StorageTimeout if it takes over ``seconds``."""
+        context = contextvars.copy_context()  # the request id follows into the helper's logs
+        future = self._executor().submit(context.run, action)
+        try:
+            return future.result(timeout=seconds)
+        except concurrent.futures.TimeoutError:
+            if not future.cancel():
+                future.add_done_callback(_late_result_close)
+            raise StorageTimeout(f"{location_id} did not answer within {seconds:g} s") from None
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self.workers, thread_name_prefix="store-call"
+                )
+            return self._pool
+
+    def reset(self) -> None:
+        """Stop the helper threads once their calls end (tests, forks)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+store_budget = StoreBudget()
+
+
+def _late_result_close(future: "concurrent.futures.Future[Any]") -> None:
+    """Close what a call returned after its request stopped waiting (an opened stream)."""
+    if future.exception() is None:
+        close = getattr(future.result(), "close", None)
+        if callable(close):
+            close()
 
 
 def direct_url_ttl() -> int:
@@ -120,25 +189,29 @@ def _first_source(
 ) -> BlobRedirect | BlobStream | None:
     """Return the first of ``placements`` that serves the blob, None if none; note failures."""
     key = content_key(blob.digest)
+    seconds = attempt_seconds()
     for placement in placements:
         location = placement.location
         engine = location_engine(location)
+        within = location.location_id
+        check = functools.partial(_object_check, engine, key, blob)
         try:
             if location.serve_mode == ServeMode.REDIRECT:
                 url = engine.direct_url(key, expires_in=direct_url_ttl(), method=method)
                 if url:
                     # A URL is signed without asking the store: check the store holds the bytes
                     # (distribution stats too) so that a lost copy sends us to the next location.
-                    _object_check(engine, key, blob)
+                    store_budget.call(check, seconds=seconds, location_id=within)
                     health.location_succeeded(location.location_id)
                     return BlobRedirect(url)
             if method == "HEAD":
-                _object_check(engine, key, blob)
+                store_budget.call(check, seconds=seconds, location_id=within)
                 health.location_succeeded(location.location_id)
                 return BlobStream(None)
             offset, length = (byte_range.first, byte_range.length) if byte_range else (0, None)
             db_release()
-            stream = engine.read(key, offset=offset, length=length)
+            opened = functools.partial(engine.read, key, offset=offset, length=length)
+            stream = store_budget.call(opened, seconds=seconds, location_id=within)
             health.location_succeeded(location.location_id)
             return BlobStream(_verified(stream, blob, location, length or blob.size - offset))
         except (ObjectNotFound, CopyDamaged, InvalidRange) as exc:
@@ -151,7 +224,10 @@ def _first_source(
         except StorageError as exc:
             logger.warning("blob %s not served from %s: %s", blob.digest, location, exc)
             if isinstance(exc, StorageUnavailable):
-                health.location_failed(location.location_id, reason=str(exc))
+                # A hung store costs every request its whole budget: skip it at once.
+                health.location_failed(
+                    location.location_id, reason=str(exc), trip=isinstance(exc, StorageTimeout)
+                )
             failures.append(exc)
     return None
 

@@ -11,6 +11,7 @@ any statement.
 """
 
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
 
+from quay_geo.logging import request_id_current
 from replication import health
 from replication.commitsql import blob_commit_statement, task_sender
 from replication.models import Blob, Placement, StorageLocation
@@ -32,9 +34,10 @@ from replication.selectors import (
     upload_location_pick,
 )
 from replication.services import blob_commit
-from storage_engines.base import StorageEngine, UploadState
+from storage_engines.base import StorageEngine, UploadState, store_failure
 from storage_engines.errors import StorageError, StoragePermanentError, StorageUnavailable
 from storage_engines.keys import content_key, upload_key
+from storage_engines.streams import Readable
 
 from .. import errors
 from ..hashing import HashingBody, UploadHash, digests_known, request_hashing, stream_digests
@@ -157,11 +160,55 @@ def _chunk_length(
 
 
 def _lease() -> timedelta:
-    return timedelta(seconds=int(getattr(settings, "QUAY_GEO_UPLOAD_LEASE_SECONDS", 3600)))
+    return timedelta(seconds=int(getattr(settings, "QUAY_GEO_UPLOAD_LEASE_SECONDS", 30)))
 
 
-def upload_claim(*, repository: Repository, uuid: str) -> tuple[BlobUpload, datetime]:
-    """Return an upload session marked busy for this request, and until when; one statement.
+class LeaseLost(StorageError):
+    """Another request claimed the upload after this one's lease ran out (a stalled body)."""
+
+
+class Lease:
+    """A request's claim on an upload session (``busy_until``), renewed while its body streams.
+
+    The claim is short (``QUAY_GEO_UPLOAD_LEASE_SECONDS``, 30 s), so a request whose worker
+    died blocks a retry for at most that long. A body that streams longer renews it, at most
+    once every third of the lease: one more statement per 10 s of streaming, none for a body
+    that streams faster.
+    """
+
+    def __init__(self, upload_pk: int, until: datetime) -> None:
+        self.upload_pk = upload_pk
+        self.until = until
+        self._renewed = time.monotonic()
+
+    def renew_if_due(self) -> None:
+        """Move ``until`` a lease ahead if a third of it has passed; raise LeaseLost if taken."""
+        lease = _lease()
+        if time.monotonic() - self._renewed < lease.total_seconds() / 3:
+            return
+        until = timezone.now() + lease
+        renewed = BlobUpload.objects.filter(pk=self.upload_pk, busy_until=self.until).update(
+            busy_until=until
+        )
+        if not renewed:
+            raise LeaseLost(f"upload {self.upload_pk} was claimed by another request")
+        self.until, self._renewed = until, time.monotonic()
+
+
+class _Renewing:
+    """A readable that renews the lease of its upload as it is read."""
+
+    def __init__(self, source: Readable, lease: Lease) -> None:
+        self._source = source
+        self._lease = lease
+
+    def read(self, size: int = -1, /) -> bytes:
+        self._lease.renew_if_due()
+        return self._source.read(size)
+
+
+def upload_claim(*, repository: Repository, uuid: str) -> tuple[BlobUpload, Lease]:
+    """Return an upload session marked busy for this request, and its lease; one statement.
 
     Raise BlobUploadUnknown if there is none, RangeInvalid if another request writes to it.
     """
@@ -183,11 +230,11 @@ def upload_claim(*, repository: Repository, uuid: str) -> tuple[BlobUpload, date
     location = {loc.pk: loc for loc in config_current().locations}.get(upload.location_id)
     if location is not None:
         upload.location = location
-    return upload, until
+    return upload, Lease(upload.pk, until)
 
 
-def _release(upload: BlobUpload, until: datetime) -> None:
-    BlobUpload.objects.filter(pk=upload.pk, busy_until=until).update(busy_until=None)
+def _release(upload: BlobUpload, until: Lease) -> None:
+    BlobUpload.objects.filter(pk=upload.pk, busy_until=until.until).update(busy_until=None)
 
 
 def _abort_quietly(engine: StorageEngine, state: UploadState) -> None:
@@ -203,8 +250,49 @@ def _upload_discard(upload: BlobUpload, engine: StorageEngine) -> None:
     BlobUpload.objects.filter(pk=upload.pk).delete()
 
 
+def _store_failed(
+    upload: BlobUpload, engine: StorageEngine, until: Lease, exc: StorageError, received: int
+) -> errors.OCIError:
+    """Keep a session whose store failed while a request appended to it, and return the 503.
+
+    An ``append_retryable`` engine kept its session as the stored state describes it: the row is
+    left as it was, so a retry of the same chunk proceeds. Otherwise the engine dropped the
+    session: a session that held nothing yet gets a new one (the retry still proceeds), one that
+    held bytes is forgotten (they are gone; the client starts again).
+    """
+    logger.warning(
+        "upload %s: %s failed after %d bytes of the request (request %s): %s",
+        upload.uuid,
+        upload.location,
+        received,
+        request_id_current(),
+        exc,
+    )
+    if not engine.append_retryable:
+        if upload.byte_count:
+            _upload_discard(upload, engine)
+            return StorageFailed({"reason": str(exc)[:500], "resumable": False})
+        try:
+            fresh = engine.upload_begin(upload_id=upload.uuid)
+        except StorageError:
+            _upload_discard(upload, engine)
+            return StorageFailed({"reason": str(exc)[:500], "resumable": False})
+        BlobUpload.objects.filter(pk=upload.pk).update(engine_state=fresh)
+    _release(upload, until)
+    return StorageFailed(
+        {"reason": str(exc)[:500], "resumable": True},
+        headers={
+            "Range": upload_range(upload.byte_count),
+            "Location": upload_path(upload),
+            "Docker-Upload-UUID": upload.uuid,
+        },
+    )
+
+
 def _stream_failed(exc: Exception, *, expected: int | None, received: int) -> errors.OCIError:
     """Return the error a failed body stream answers: the client's (short body) or storage's."""
+    if store_failure(exc):
+        return StorageFailed({"reason": str(exc)[:500]})
     if expected is not None and received < expected:
         return errors.SizeInvalid(
             {"expected": expected, "received": received},
@@ -224,7 +312,7 @@ def _trailing_bytes_refuse(body: Body, appended: int) -> None:
 def upload_append(
     *,
     upload: BlobUpload,
-    until: datetime,
+    until: Lease,
     body: Body,
     content_range: tuple[int, int] | None,
     algorithm: str | None = None,
@@ -232,8 +320,10 @@ def upload_append(
 ) -> BlobUpload:
     """Stream a request body to the end of a claimed upload and return the updated upload.
 
-    A failure while bytes stream discards the whole session (nothing half-written remains); the
-    client starts again. ``release``: give the claim back (a PATCH); a PUT keeps it to commit.
+    A client's failure while bytes stream (a short or broken body) discards the whole session
+    (nothing half-written remains); the client starts again. The store's failure answers 503 and
+    keeps the session where it can (``_store_failed``). ``release``: give the claim back (a
+    PATCH); a PUT keeps it to commit.
     """
     try:
         length = _chunk_length(upload, body, content_range)
@@ -251,13 +341,18 @@ def upload_append(
         chunked=content_range is not None,
     )
     engine = location_engine(upload.location)
-    reader = HashingBody(body.stream, hashing)
+    reader = HashingBody(_Renewing(body.stream, until), hashing)
     try:
         state = engine.upload_append(upload.engine_state, reader, length=length)
         if content_range is not None:
             _trailing_bytes_refuse(body, reader.size)
     except Exception as exc:
+        if isinstance(exc, LeaseLost):
+            # The session is another request's now: neither release nor discard it.
+            raise _range_invalid(upload, str(exc)) from exc
         _health_report(upload.location, exc)
+        if isinstance(exc, StorageError) and store_failure(exc):
+            raise _store_failed(upload, engine, until, exc, reader.size) from exc
         _upload_discard(upload, engine)
         if isinstance(exc, errors.OCIError):
             raise
@@ -273,7 +368,9 @@ def upload_append(
         "updated_at": timezone.now(),
     }
     if release:
-        BlobUpload.objects.filter(pk=upload.pk, busy_until=until).update(**fields, busy_until=None)
+        BlobUpload.objects.filter(pk=upload.pk, busy_until=until.until).update(
+            **fields, busy_until=None
+        )
     for name, value in fields.items():
         setattr(upload, name, value)
     return upload
@@ -380,7 +477,7 @@ def _blob_record(
 def upload_finish(
     *,
     upload: BlobUpload,
-    until: datetime,
+    until: Lease,
     body: Body,
     content_range: tuple[int, int] | None,
     digest: Digest,
@@ -417,7 +514,9 @@ def upload_finish(
             "sha256_hex": upload.sha256_hex,
             "sha512_hex": upload.sha512_hex,
         }
-        BlobUpload.objects.filter(pk=upload.pk, busy_until=until).update(**fields, busy_until=None)
+        BlobUpload.objects.filter(pk=upload.pk, busy_until=until.until).update(
+            **fields, busy_until=None
+        )
         logger.warning("commit of upload %s failed: %s", upload.uuid, exc)
         raise StorageFailed({"reason": str(exc)[:500]}) from exc
     blob = _blob_record(

@@ -1,7 +1,5 @@
 """Upload routes: open (or mount, or upload in one POST), append, close, inspect, cancel."""
 
-from datetime import datetime
-
 from django.http import HttpRequest, HttpResponseBase
 
 from .. import auth, errors
@@ -12,6 +10,7 @@ from ..ranges import upload_range
 from ..selectors import blob_readable_find, repository_find, repository_get, upload_get
 from ..services.repositories import blob_link, blob_mount, repository_for_push
 from ..services.uploads import (
+    Lease,
     blob_upload_whole,
     chunk_min_length,
     upload_append,
@@ -115,7 +114,7 @@ class UploadView(RegistryView):
     def get(self, request: HttpRequest, name: str, uuid: str) -> HttpResponseBase:
         return answer(204, _session_headers(self._upload(request, name, uuid)))
 
-    def _claimed(self, request: HttpRequest, name: str, uuid: str) -> tuple[BlobUpload, datetime]:
+    def _claimed(self, request: HttpRequest, name: str, uuid: str) -> tuple[BlobUpload, Lease]:
         name_check(name)
         auth.access_require(request, name, ["pull", "push"])
         return upload_claim(repository=repository_get(name=name), uuid=uuid)

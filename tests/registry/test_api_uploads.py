@@ -259,3 +259,112 @@ def test_an_unknown_session_is_unknown(api: Api) -> None:
 
     assert response.status_code == 404
     assert error_code(response) == "BLOB_UPLOAD_UNKNOWN"
+
+
+# --- the store failing mid-request (issue 15) ---------------------------------------------------
+
+
+def _store_fails_after(monkeypatch: pytest.MonkeyPatch, memory: Memory, count: int) -> None:
+    """Make the next part the engine writes fail as a store would, after ``count`` writes."""
+    from storage_engines.errors import StorageUnavailable
+
+    original = memory.engine._session_write_part
+    calls = {"n": 0}
+
+    def failing(*args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] > count:
+            raise StorageUnavailable("memory: the store went away")
+        original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(memory.engine, "_session_write_part", failing)
+
+
+def test_a_store_failing_mid_patch_is_503_and_a_new_session_takes_the_same_chunk(
+    api: Api, memory: Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory.engine.part_size = 1024
+    data = os.urandom(4096)
+    location = session(api)["Location"]
+    _store_fails_after(monkeypatch, memory, 1)
+
+    failed = api.call("PATCH", location, data)
+    monkeypatch.undo()
+    retried = api.call("PATCH", location, data)
+    done = api.call("PUT", location, query={"digest": sha256(data)})
+
+    assert failed.status_code == 503
+    assert error_code(failed) == "UNAVAILABLE"
+    assert retried.status_code == 202
+    assert done.status_code == 201
+    assert memory.holds_nothing_but(sha256(data))
+
+
+def test_a_store_failing_after_earlier_chunks_of_a_dropped_session_forgets_it(
+    api: Api, memory: Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory.engine.part_size = 1024
+    location = session(api)["Location"]
+    api.call("PATCH", location, b"x" * 2048, headers={"Content-Range": "0-2047"})
+    _store_fails_after(monkeypatch, memory, 0)
+
+    failed = api.call("PATCH", location, b"y" * 2048, headers={"Content-Range": "2048-4095"})
+
+    # The in-memory engine is not append_retryable: its session went with the failure.
+    assert failed.status_code == 503
+    assert error_code(failed) == "UNAVAILABLE"
+    assert not BlobUpload.objects.exists()
+    assert memory.holds_nothing_but()
+
+
+# --- the claim's lease (issue 15) ---------------------------------------------------------------
+
+
+class _SlowBody:
+    """A request body that arrives in ``chunks`` pieces, ``pause`` seconds apart, and checks on
+    the way whether another request could claim the upload."""
+
+    def __init__(self, repository: Repository, uuid: str, chunks: int, pause: float) -> None:
+        self.repository, self.uuid = repository, uuid
+        self.left, self.pause = chunks, pause
+        self.refused = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        import time
+
+        from registry import errors
+        from registry.services.uploads import upload_claim
+
+        if not self.left:
+            return b""
+        time.sleep(self.pause)
+        try:
+            upload_claim(repository=self.repository, uuid=self.uuid)
+        except errors.RangeInvalid:
+            self.refused += 1
+        self.left -= 1
+        return b"z" * 1000
+
+
+def test_a_body_streaming_longer_than_the_lease_renews_it(
+    api: Api, memory: Memory, settings: Settings
+) -> None:
+    from registry.services.streaming import Body
+    from registry.services.uploads import upload_append, upload_claim
+
+    settings.QUAY_GEO_UPLOAD_LEASE_SECONDS = 2
+    location = session(api)["Location"]
+    uuid = location.rsplit("/", 1)[1]
+    repository = Repository.objects.get()
+    upload, lease = upload_claim(repository=repository, uuid=uuid)
+    first_until = lease.until
+    body = _SlowBody(repository, uuid, chunks=5, pause=0.8)  # 4 s: twice the lease
+
+    upload = upload_append(
+        upload=upload, until=lease, body=Body(body, 5000), content_range=(0, 4999)
+    )
+
+    assert body.refused == 5  # no other request could claim it while it streamed
+    assert lease.until > first_until
+    assert upload.byte_count == 5000
+    assert BlobUpload.objects.get().busy_until is None

@@ -6,20 +6,24 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
+from storage_engines import s3 as s3_module
 from storage_engines.errors import (
     AccessDenied,
     ContainerNotFound,
     InvalidOptions,
     InvalidRange,
+    StorageTimeout,
     StorageUnavailable,
 )
 from storage_engines.registry import engine_create
 from storage_engines.s3 import S3Engine
 from tests import servers
+from tests.delayproxy import DelayProxy
 
 from .conftest import EngineUnderTest, random_bytes
 from .test_contract import key_of
@@ -408,3 +412,49 @@ def test_defaults_give_the_default_credential_chain_and_sizes() -> None:
     assert engine.settings.access_key is None
     assert engine.settings.region == "us-east-1"
     assert engine.copy_identity() == ("aws:aws", None)
+
+
+# --- deadlines ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hung_store(settings: Any) -> Any:
+    """An S3 engine whose server accepts connections and never answers (a paused proxy)."""
+    settings.QUAY_GEO_STORAGE_METADATA_TIMEOUT = 1.0
+    settings.QUAY_GEO_STORAGE_READ_TIMEOUT = 7.0
+    bucket = servers.new_s3_bucket(servers.S3_A)
+    with DelayProxy(int(urlsplit(servers.S3_A).port or 0), handshake=False) as proxy:
+        engine = s3_engine(s3_bucket=bucket, endpoint_url=f"http://{proxy.url_host}")
+        engine.write_small("k", io.BytesIO(b"x" * 1000), 1000)
+        yield engine, proxy
+
+
+def test_a_metadata_call_to_a_hung_store_times_out_without_a_retry(hung_store: Any) -> None:
+    engine, proxy = hung_store
+    proxy.pause()
+    before = proxy.snapshot()
+
+    with pytest.raises(StorageTimeout):
+        engine.stat("k")
+
+    assert (proxy.snapshot() - before).connections == 1  # one try: the next location retries
+
+
+def test_a_read_waits_the_metadata_timeout_for_its_answer_and_the_stream_timeout_after(
+    hung_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, _ = hung_store
+    timeouts: list[float] = []
+    real = s3_module._socket_timeout_set
+
+    def recorded(body: Any, seconds: float) -> None:
+        real(body, seconds)
+        timeouts.append(body._raw_stream._fp.fp.raw._sock.gettimeout())
+
+    answer = engine.quick.get_object(Bucket=engine.bucket, Key="k")
+    monkeypatch.setattr(s3_module, "_socket_timeout_set", recorded)
+    with engine.read("k") as stream:
+        assert b"".join(stream) == b"x" * 1000
+
+    assert answer["Body"]._raw_stream._fp.fp.raw._sock.gettimeout() == 1.0
+    assert timeouts == [7.0]
