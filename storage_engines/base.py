@@ -127,6 +127,9 @@ class StorageEngine(ABC):
     #: True when a session survives an append the store failed: its parts are numbered from the
     #: caller's state, so a retry of the same append overwrites what the failed one wrote.
     append_retryable: ClassVar[bool] = False
+    #: True when calls cross a network and may hang: a pull bounds them with a time budget
+    #: on a helper thread. Local disk and memory answer in the caller's thread.
+    remote: ClassVar[bool] = True
 
     def __init__(self, *, location_id: str, options: dict[str, Any]) -> None:
         self.location_id = location_id

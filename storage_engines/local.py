@@ -43,6 +43,7 @@ class LocalEngine(StorageEngine):
     kind = "local"
     options_form = LocalOptions
     single_host_sessions = True
+    remote = False
 
     def __init__(self, *, location_id: str, options: dict[str, Any]) -> None:
         super().__init__(location_id=location_id, options=options)

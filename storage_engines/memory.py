@@ -26,6 +26,7 @@ class MemoryEngine(StorageEngine):
 
     kind = "memory"
     options_form = MemoryOptions
+    remote = False
 
     def __init__(self, *, location_id: str, options: dict[str, Any]) -> None:
         super().__init__(location_id=location_id, options=options)

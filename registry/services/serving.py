@@ -110,6 +110,13 @@ class StoreBudget:
 store_budget = StoreBudget()
 
 
+def _bounded(engine: StorageEngine, action: Callable[[], T], seconds: float, within: str) -> T:
+    """Run a storage call within its budget, on a helper thread only where it may hang."""
+    if not engine.remote:  # local disk: no thread hand-off on the metadata path
+        return action()
+    return store_budget.call(action, seconds=seconds, location_id=within)
+
+
 def _late_result_close(future: "concurrent.futures.Future[Any]") -> None:
     """Close what a call returned after its request stopped waiting (an opened stream)."""
     if future.exception() is None:
@@ -201,17 +208,17 @@ def _first_source(
                 if url:
                     # A URL is signed without asking the store: check the store holds the bytes
                     # (distribution stats too) so that a lost copy sends us to the next location.
-                    store_budget.call(check, seconds=seconds, location_id=within)
+                    _bounded(engine, check, seconds, within)
                     health.location_succeeded(location.location_id)
                     return BlobRedirect(url)
             if method == "HEAD":
-                store_budget.call(check, seconds=seconds, location_id=within)
+                _bounded(engine, check, seconds, within)
                 health.location_succeeded(location.location_id)
                 return BlobStream(None)
             offset, length = (byte_range.first, byte_range.length) if byte_range else (0, None)
             db_release()
             opened = functools.partial(engine.read, key, offset=offset, length=length)
-            stream = store_budget.call(opened, seconds=seconds, location_id=within)
+            stream = _bounded(engine, opened, seconds, within)
             health.location_succeeded(location.location_id)
             return BlobStream(_verified(stream, blob, location, length or blob.size - offset))
         except (ObjectNotFound, CopyDamaged, InvalidRange) as exc:
