@@ -1,5 +1,6 @@
 """System checks for settings: each misconfiguration has its own id."""
 
+import ipaddress
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -97,6 +98,24 @@ def check_manifest_url_patterns(
                     f"{name} is not a valid regular expression: {exc}.",
                     hint="Give a Python regular expression, for example ^https://example\\.com/.",
                     id="quay_geo.E005",
+                )
+            )
+    return found
+
+
+@register(Tags.security)
+def check_trusted_proxies(app_configs: Sequence[Any] | None, **kwargs: Any) -> list[CheckMessage]:
+    found: list[CheckMessage] = []
+    for entry in getattr(settings, "QUAY_GEO_TRUSTED_PROXIES", ()):
+        try:
+            ipaddress.ip_network(entry.strip())
+        except ValueError as exc:
+            found.append(
+                Error(
+                    f"QUAY_GEO_TRUSTED_PROXIES: {entry!r} is not an address or network ({exc}).",
+                    hint="Give addresses or CIDR networks without host bits, separated by commas, "
+                    "for example 10.0.0.5,172.30.0.0/24 (gunicorn reads the same list).",
+                    id="quay_geo.E006",
                 )
             )
     return found

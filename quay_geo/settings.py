@@ -49,6 +49,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "quay_geo.logging.RequestIdMiddleware",  # first: every later log line carries the request id
+    "quay_geo.proxies.ForwardedHeadersMiddleware",  # before anything reads X-Forwarded-Proto
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -347,3 +348,9 @@ CELERY_BEAT_SCHEDULE["scrub-locations"] = {
     "task": "replication.scrub_locations",
     "schedule": QUAY_GEO_SCRUB_SECONDS,
 }
+
+# --- Hardening: abuse (docs/operations.md "Password guessing, rate limits and proxies") -----------
+# Addresses and CIDR networks of the reverse proxies in front (comma separated): only their
+# X-Forwarded-For/-Proto headers are read. gunicorn reads the same variable as
+# forwarded_allow_ips (quay_geo/gunicorn_config.py). Empty: no proxy is trusted.
+QUAY_GEO_TRUSTED_PROXIES = env.list("QUAY_GEO_TRUSTED_PROXIES", default=[])

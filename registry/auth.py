@@ -38,6 +38,8 @@ from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from quay_geo.proxies import client_address
+
 from . import errors, permissions
 from .accounts import user_active_get
 from .models import Repository
@@ -143,7 +145,7 @@ def _identity_verify(request: "HttpRequest | Request") -> Identity:
 
 
 def _invalid_token(request: "HttpRequest | Request", reason: str) -> errors.OCIError:
-    logger.info("refused bearer token from %s: %s", request.META.get("REMOTE_ADDR"), reason)
+    logger.info("refused bearer token from %s: %s", client_address(request), reason)
     return errors.Unauthorized(
         message=f"authentication failed: {reason}",
         headers=challenge(request, error="invalid_token"),

@@ -14,6 +14,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 
+from quay_geo.proxies import client_address
+
 from . import errors
 
 WINDOW_SECONDS = 60
@@ -25,10 +27,10 @@ def limit_per_minute() -> int:
 
 
 def client_key(request: HttpRequest, user_id: int | None) -> str:
-    """Return who is counted for a request: the user, else the remote address."""
+    """Return who is counted for a request: the user, else the client's address."""
     if user_id is not None:
         return f"user:{user_id}"
-    return f"ip:{request.META.get('REMOTE_ADDR', 'unknown')}"
+    return f"ip:{client_address(request)}"
 
 
 def rate_check(*, client: str, now: float | None = None) -> None:

@@ -14,6 +14,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from quay_geo.proxies import client_address
+
 from . import errors
 from .accounts import credentials_check
 from .auth import service_of
@@ -91,7 +93,7 @@ def _user_of(username: str, password: str, request: HttpRequest) -> User:
         logger.info(
             "token refused: bad credentials for %r from %s",
             username,
-            request.META.get("REMOTE_ADDR"),
+            client_address(request),
         )
         raise errors.Unauthorized(
             message="invalid username, password or application token", headers=BASIC_CHALLENGE

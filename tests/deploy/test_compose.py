@@ -10,6 +10,7 @@ The image must stay equivalent to `make run`, so that what the tests prove about
 the other: the facts compared below are read from both sides' files, never restated here.
 """
 
+import ipaddress
 import re
 import shlex
 import shutil
@@ -247,6 +248,23 @@ def test_app_services_share_postgres_and_redis_behind_the_tls_proxy(
         assert environment["DJANGO_SECRET_KEY"], name
         assert environment["DJANGO_ALLOWED_HOSTS"], name
         assert "DJANGO_DEBUG" not in environment, name
+
+
+def test_app_services_trust_forwarded_headers_from_the_proxy_alone(
+    rendered: dict[str, Any],
+) -> None:
+    proxy_address = rendered["services"]["proxy"]["networks"]["default"]["ipv4_address"]
+    subnet = rendered["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(proxy_address) in ipaddress.ip_network(subnet)
+    for name in APP_SERVICES:
+        environment = rendered["services"][name]["environment"]
+        assert environment["QUAY_GEO_TRUSTED_PROXIES"] == proxy_address, name
+
+
+def test_the_image_and_make_run_read_the_trusted_proxies_through_the_gunicorn_config() -> None:
+    # gunicorn's own default trusts 127.0.0.1: the shared config replaces it by the setting.
+    assert '"-c", "python:quay_geo.gunicorn_config"' in DOCKERFILE.read_text()
+    assert "-c python:quay_geo.gunicorn_config" in RUN_SH.read_text()
 
 
 def test_app_services_start_after_the_one_shot_migrate_succeeded(rendered: dict[str, Any]) -> None:
