@@ -119,3 +119,22 @@ def check_trusted_proxies(app_configs: Sequence[Any] | None, **kwargs: Any) -> l
                 )
             )
     return found
+
+
+@register()
+def check_login_backoff(app_configs: Sequence[Any] | None, **kwargs: Any) -> list[CheckMessage]:
+    base = float(settings.QUAY_GEO_LOGIN_BACKOFF_SECONDS)
+    ceiling = float(settings.QUAY_GEO_LOGIN_BACKOFF_MAX_SECONDS)
+    forget = float(settings.QUAY_GEO_LOGIN_FORGET_SECONDS)
+    if 0 < base <= ceiling <= forget:
+        return []
+    return [
+        Error(
+            f"QUAY_GEO_LOGIN_BACKOFF_SECONDS ({base:g}) <= QUAY_GEO_LOGIN_BACKOFF_MAX_SECONDS "
+            f"({ceiling:g}) <= QUAY_GEO_LOGIN_FORGET_SECONDS ({forget:g}) must hold, "
+            "and the first must be positive.",
+            hint="Failed logins are forgotten FORGET seconds after the last one: a shorter "
+            "memory than the longest refusal would end refusals early. Defaults: 1, 900, 3600.",
+            id="quay_geo.E007",
+        )
+    ]

@@ -350,7 +350,24 @@ CELERY_BEAT_SCHEDULE["scrub-locations"] = {
 }
 
 # --- Hardening: abuse (docs/operations.md "Password guessing, rate limits and proxies") -----------
+# Failed logins (the token endpoint, the JSON API's Basic auth, the panel's sign-in) are counted
+# per user name and per client address, in the shared cache when QUAY_GEO_REGION_CACHE_URL is
+# set, otherwise in the database (registry/counters.py). After this many failures in a row, a
+# user name (or an address) is refused for QUAY_GEO_LOGIN_BACKOFF_SECONDS, doubled with every
+# further failure up to QUAY_GEO_LOGIN_BACKOFF_MAX_SECONDS; a success clears the user's count.
+# Counts are forgotten QUAY_GEO_LOGIN_FORGET_SECONDS after their last failure.
+QUAY_GEO_LOGIN_FAILURES_PER_USER = env.int("QUAY_GEO_LOGIN_FAILURES_PER_USER", default=5)
+QUAY_GEO_LOGIN_FAILURES_PER_CLIENT = env.int("QUAY_GEO_LOGIN_FAILURES_PER_CLIENT", default=20)
+QUAY_GEO_LOGIN_BACKOFF_SECONDS = env.float("QUAY_GEO_LOGIN_BACKOFF_SECONDS", default=1.0)
+QUAY_GEO_LOGIN_BACKOFF_MAX_SECONDS = env.float("QUAY_GEO_LOGIN_BACKOFF_MAX_SECONDS", default=900.0)
+QUAY_GEO_LOGIN_FORGET_SECONDS = env.float("QUAY_GEO_LOGIN_FORGET_SECONDS", default=3600.0)
+# Password hashes (PBKDF2, most of a second each) computed at once per process; a login beyond
+# them is answered 429 at once instead of queueing behind them and starving the other requests.
+QUAY_GEO_PASSWORD_CHECKS_PER_PROCESS = env.int("QUAY_GEO_PASSWORD_CHECKS_PER_PROCESS", default=4)
 # Addresses and CIDR networks of the reverse proxies in front (comma separated): only their
 # X-Forwarded-For/-Proto headers are read. gunicorn reads the same variable as
 # forwarded_allow_ips (quay_geo/gunicorn_config.py). Empty: no proxy is trusted.
 QUAY_GEO_TRUSTED_PROXIES = env.list("QUAY_GEO_TRUSTED_PROXIES", default=[])
+# /health/endtoend probes every location (write, read, delete) at most once per this many
+# seconds, its answer kept in the default cache (shared when QUAY_GEO_REGION_CACHE_URL is set).
+QUAY_GEO_HEALTH_CACHE_SECONDS = env.float("QUAY_GEO_HEALTH_CACHE_SECONDS", default=30.0)

@@ -104,6 +104,7 @@ def test_metrics_can_require_a_token(client: Client) -> None:
         ({"CELERY_BROKER_URL": "kafka://localhost"}, "quay_geo.E003"),
         ({"QUAY_GEO_MANIFEST_URLS_DENY": "(unclosed"}, "quay_geo.E005"),
         ({"QUAY_GEO_TRUSTED_PROXIES": ["10.0.0.1/24"]}, "quay_geo.E006"),
+        ({"QUAY_GEO_LOGIN_BACKOFF_MAX_SECONDS": 7200.0}, "quay_geo.E007"),
     ],
 )
 def test_misconfiguration_is_caught_by_a_system_check_with_its_own_id(
