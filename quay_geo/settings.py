@@ -154,8 +154,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (https://docs.djangoproject.com/en/5.2/topics/cache/#redis) --------------------------
 # A Redis in this instance's region, shared by its processes: the region cache's second level
-# (replication/regioncache.py), read-your-writes marks (quay_geo/replica.py) and rate-limit
-# counters then hold across web processes. Unset: each
+# (replication/regioncache.py), read-your-writes marks (quay_geo/replica.py) and the counts of
+# failed logins and requests per minute (registry/counters.py) live there. Unset: each
 # process has its own memory cache, and a client whose next request lands in another process
 # may read the replica before it has replayed the client's write.
 QUAY_GEO_REGION_CACHE_URL = env.str("QUAY_GEO_REGION_CACHE_URL", default="")
@@ -258,8 +258,9 @@ if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- Registry API --------------------------------------------------------------------------------
-# Requests per minute and client (user or address); 0 turns the limiter off. It counts in
-# Django's cache: configure a shared cache (CACHES) for it to count across processes.
+# Requests per minute and client (user or address); 0 turns the limiter off. Every process
+# counts the same requests: in the Redis cache (QUAY_GEO_REGION_CACHE_URL) when set, otherwise
+# in the database, one write to the primary per registry request (registry/counters.py).
 QUAY_GEO_RATE_LIMIT_PER_MINUTE = env.int("QUAY_GEO_RATE_LIMIT_PER_MINUTE", default=0)
 # OCI-Chunk-Min-Length advertised on upload sessions; unset: the engine's minimum part size,
 # 0: none.
