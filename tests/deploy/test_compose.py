@@ -15,6 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -342,25 +343,88 @@ def test_the_proxy_serves_one_region_per_port_with_mounted_certificates(
     passes = [d[1] for d in directives if d[0] == "proxy_pass"]
     assert ["listen", "443", "ssl"] in listens
     assert ["listen", "8443", "ssl"] in listens
-    assert passes == ["http://web_us", "http://web_eu"]
+    assert passes == ["http://web_us"] * 2 + ["http://web_eu"] * 2
     upstreams = {d[1]: d for d in directives if d[0] == "server" and len(d) > 1 and ":" in d[1]}
     assert {"web-us:8000", "web-eu:8000"} <= set(upstreams)
     assert ["ssl_certificate", "/etc/nginx/certs/tls.crt"] in directives
     assert ["ssl_certificate_key", "/etc/nginx/certs/tls.key"] in directives
 
 
-def test_the_proxy_streams_bodies_without_size_cap_or_buffering() -> None:
-    directives = {d[0]: d[1:] for d in _nginx_directives()}
+@dataclass
+class NginxBlock:
+    """A directive of nginx.conf with the directives of its block, if it opens one."""
 
-    assert directives["client_max_body_size"] == ["0"]
-    assert directives["proxy_request_buffering"] == ["off"]
-    assert directives["proxy_buffering"] == ["off"]
-    assert directives["proxy_http_version"] == ["1.1"]
-    for timeout in ("proxy_read_timeout", "proxy_send_timeout", "client_body_timeout"):
-        assert int(directives[timeout][0].rstrip("s")) >= 600, timeout
-    headers = {tuple(d[1:]) for d in _nginx_directives() if d[0] == "proxy_set_header"}
+    words: list[str]
+    children: list["NginxBlock"] = field(default_factory=list)
+
+    def get(self, name: str) -> list[str]:
+        """Return the arguments of the child directive ``name`` (asserted present once)."""
+        found = [child.words[1:] for child in self.children if child.words[0] == name]
+        assert len(found) == 1, (name, found)
+        return found[0]
+
+    def blocks(self, name: str) -> list["NginxBlock"]:
+        return [child for child in self.children if child.words[0] == name]
+
+
+def _nginx_tree() -> NginxBlock:
+    """Return nginx.conf as a tree of directives."""
+    root = NginxBlock(["main"])
+    stack: list[NginxBlock] = [root]
+    words: list[str] = []
+    for token in _NGINX_TOKEN.findall(NGINX_CONF.read_text()):
+        if token.startswith("#"):
+            continue
+        if token == ";":
+            stack[-1].children.append(NginxBlock(words))
+            words = []
+        elif token == "{":
+            block = NginxBlock(words)
+            stack[-1].children.append(block)
+            stack.append(block)
+            words = []
+        elif token == "}":
+            stack.pop()
+        else:
+            words.append(token)
+    return root
+
+
+def _seconds(value: list[str]) -> int:
+    return int(value[0].rstrip("s"))
+
+
+def test_the_proxy_reads_headers_and_small_bodies_itself_with_short_timeouts() -> None:
+    # gunicorn has no read timeout: a client sending a byte at a time would hold a thread.
+    http = _nginx_tree().blocks("http")[0]
+
+    assert _seconds(http.get("client_header_timeout")) <= 15
+    assert _seconds(http.get("client_body_timeout")) <= 60
+    assert _seconds(http.get("send_timeout")) <= 60
+    assert http.get("proxy_request_buffering") == ["on"]
+    assert http.get("client_max_body_size") == ["16m"]
+    assert http.get("proxy_http_version") == ["1.1"]
+    assert _seconds(http.get("proxy_read_timeout")) >= 600
+    headers = {tuple(d.words[1:]) for d in http.children if d.words[0] == "proxy_set_header"}
     assert ("X-Forwarded-Proto", "https") in headers
     assert ("Host", "$http_host") in headers
+
+
+def test_blob_uploads_alone_stream_without_size_cap_or_buffering_a_few_per_client() -> None:
+    http = _nginx_tree().blocks("http")[0]
+    zones = [d.words for d in http.children if d.words[0] == "limit_conn_zone"]
+    assert zones == [["limit_conn_zone", "$binary_remote_addr", "zone=uploads_per_client:10m"]]
+    regions = [server for server in http.blocks("server") if "ssl" in server.get("listen")]
+
+    assert len(regions) == 2
+    for server in regions:
+        locations = {tuple(block.words[1:]): block for block in server.blocks("location")}
+        upload = locations[("~", "^/v2/.+/blobs/uploads/")]
+        assert upload.get("proxy_request_buffering") == ["off"]
+        assert upload.get("client_max_body_size") == ["0"]
+        assert upload.get("limit_conn") == ["uploads_per_client", "8"]
+        assert upload.get("proxy_pass") == locations[("/",)].get("proxy_pass")
+    assert http.get("proxy_buffering") == ["off"]
 
 
 # --- the image does what `make run` does ---------------------------------------------------------
