@@ -4,7 +4,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 from django.core.cache import cache
 from django.core.checks import run_checks
 from django.test import Client, override_settings
@@ -13,6 +12,7 @@ from quay_geo import views
 from replication import selectors
 from replication.models import Placement, PlacementState
 from replication.services import location_create, replication_enable
+from tests.rediscache import redis_cache
 
 pytestmark = pytest.mark.django_db
 
@@ -136,16 +136,9 @@ def test_health_endtoend_probes_every_time_with_a_lifetime_of_zero(
 def test_health_endtoend_keeps_its_answer_in_the_shared_cache_when_one_is_configured(
     client: Client, two_memory_locations: None
 ) -> None:
-    url = "redis://127.0.0.1:6390/11"
-    store = redis.Redis.from_url(url)
-    store.flushdb()
-    backend = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
-    try:
-        with override_settings(CACHES={"default": backend}):
-            client.get("/health/endtoend")
-            lifetime = store.ttl(f":1:{views.ENDTOEND_CACHE_KEY}")
-    finally:
-        store.flushdb()
+    with redis_cache() as shared:
+        client.get("/health/endtoend")
+        lifetime = shared.client.ttl(shared.key(views.ENDTOEND_CACHE_KEY))
     assert 0 < lifetime <= 30
 
 

@@ -4,29 +4,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
-from django.test import override_settings
 
 from registry.counters import CacheCounterStore, DatabaseCounterStore, counters
 from registry.models import Counter
-
-REDIS_URL = "redis://127.0.0.1:6390/11"
-REDIS_CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
-}
+from tests.rediscache import redis_cache
 
 
 @pytest.fixture(params=["database", "redis"])
 def store(request: pytest.FixtureRequest, db: None) -> Iterator[str]:
-    """Each test runs once per store; the Redis database is emptied before and after."""
+    """Each test runs once per store, the Redis one under a key prefix of its own."""
     if request.param == "database":
         counters.reset()
         yield request.param
         return
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    with override_settings(CACHES=REDIS_CACHES):
+    with redis_cache():
         yield request.param
-    redis.Redis.from_url(REDIS_URL).flushdb()
 
 
 def test_the_store_is_the_cache_only_when_the_cache_is_shared(store: str) -> None:
@@ -74,9 +66,7 @@ def test_the_database_store_deletes_expired_rows_now_and_then(db: None) -> None:
 
 
 def test_redis_counts_expire_on_their_own() -> None:
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    with override_settings(CACHES=REDIS_CACHES):
+    with redis_cache() as shared:
         counters.hit("a", ttl=30, now=100.0)
-        ttl = redis.Redis.from_url(REDIS_URL).ttl(":1:counter:a")
-    redis.Redis.from_url(REDIS_URL).flushdb()
+        ttl = shared.client.ttl(shared.key("counter:a"))
     assert 0 < ttl <= 30

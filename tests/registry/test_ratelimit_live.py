@@ -1,5 +1,6 @@
 """The per-minute rate limit counts across processes: two gunicorns, one allowance."""
 
+import random
 import time
 
 import pytest
@@ -8,8 +9,8 @@ import requests
 
 from registry.ratelimit import WINDOW_SECONDS
 from tests import live
-
-REDIS_URL = "redis://127.0.0.1:6390/11"
+from tests.rediscache import URL as REDIS_URL
+from tests.rediscache import keys_delete
 
 
 def _window_start_ensured(margin: float = 10.0) -> None:
@@ -24,9 +25,12 @@ def _window_start_ensured(margin: float = 10.0) -> None:
 def test_two_processes_share_one_allowance(store: str) -> None:
     # The client is named by a forwarded address: the servers' own readiness probes count too.
     extra = {"QUAY_GEO_RATE_LIMIT_PER_MINUTE": "4", "QUAY_GEO_TRUSTED_PROXIES": "127.0.0.1"}
-    client = {"X-Forwarded-For": "198.51.100.77"}
+    address = f"198.51.100.{random.randrange(1, 255)}"
+    client = {"X-Forwarded-For": address}
+    # The servers' cache prefix is fixed (quay-geo): only this client's counts are removed.
+    counts = f"quay-geo:1:counter:ratelimit:ip:{address}:*"
     if store == "redis":
-        redis.Redis.from_url(REDIS_URL).flushdb()
+        keys_delete(redis.Redis.from_url(REDIS_URL), counts)
         extra["QUAY_GEO_REGION_CACHE_URL"] = REDIS_URL
     try:
         with live.gunicorn(workers=1, **extra) as one, live.gunicorn(workers=1, **extra) as two:
@@ -37,6 +41,6 @@ def test_two_processes_share_one_allowance(store: str) -> None:
             ]
     finally:
         if store == "redis":
-            redis.Redis.from_url(REDIS_URL).flushdb()
+            keys_delete(redis.Redis.from_url(REDIS_URL), counts)
     # Counted per process, each would have allowed all three of its requests.
     assert answers == [401, 401, 401, 401, 429, 429]

@@ -14,6 +14,7 @@ from django.db import connection
 from pytest_django import DjangoAssertNumQueries
 
 from replication.regioncache import region_cache
+from tests.rediscache import redis_cache
 from tests.registry.conftest import Api, Image, Memory, sha256
 
 pytestmark = pytest.mark.skipif(
@@ -116,13 +117,28 @@ def test_an_image_manifest_push_costs_two_statements(
     assert _statements(pushing) == ["SELECT", "WITH"]
 
 
-def test_a_warm_token_request_asks_the_database_nothing(
+def test_a_warm_token_request_asks_the_database_nothing_with_a_shared_cache(
     api: Api, memory: Memory, django_assert_num_queries: DjangoAssertNumQueries
 ) -> None:
-    api.token("repository:alice/app:pull")  # verifies the password (PBKDF2) and the role once
+    # The counts of failed logins live in Redis when it is configured (registry.counters).
+    with redis_cache():
+        api.token("repository:alice/app:pull")  # verifies the password and the role once
+        api.tokens.clear()
+
+        with django_assert_num_queries(0):
+            token = api.token("repository:alice/app:pull")
+
+    assert token
+
+
+def test_a_warm_token_request_reads_only_the_failed_login_counts_without_one(
+    api: Api, memory: Memory, django_assert_num_queries: DjangoAssertNumQueries
+) -> None:
+    api.token("repository:alice/app:pull")
     api.tokens.clear()
 
-    with django_assert_num_queries(0):
+    with django_assert_num_queries(1) as asked:
         token = api.token("repository:alice/app:pull")
 
     assert token
+    assert "registry_counter" in asked.captured_queries[0]["sql"]
