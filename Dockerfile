@@ -41,7 +41,7 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
     CMD curl -fsS -o /dev/null --max-time 8 http://127.0.0.1:8000/health/instance || exit 1
 
 # Workers: WEB_CONCURRENCY (gunicorn reads it); more options: GUNICORN_CMD_ARGS.
-CMD ["gunicorn", "quay_geo.wsgi:application", \
+CMD ["gunicorn", "quay_geo.wsgi:application", "-c", "python:quay_geo.gunicorn_config", \
      "--bind", "0.0.0.0:8000", \
      "--worker-class", "gthread", "--threads", "8", \
      "--timeout", "600", "--graceful-timeout", "30", \

@@ -1,5 +1,6 @@
 """System checks for settings: each misconfiguration has its own id."""
 
+import ipaddress
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -100,3 +101,40 @@ def check_manifest_url_patterns(
                 )
             )
     return found
+
+
+@register(Tags.security)
+def check_trusted_proxies(app_configs: Sequence[Any] | None, **kwargs: Any) -> list[CheckMessage]:
+    found: list[CheckMessage] = []
+    for entry in getattr(settings, "QUAY_GEO_TRUSTED_PROXIES", ()):
+        try:
+            ipaddress.ip_network(entry.strip())
+        except ValueError as exc:
+            found.append(
+                Error(
+                    f"QUAY_GEO_TRUSTED_PROXIES: {entry!r} is not an address or network ({exc}).",
+                    hint="Give addresses or CIDR networks without host bits, separated by commas, "
+                    "for example 10.0.0.5,172.30.0.0/24 (gunicorn reads the same list).",
+                    id="quay_geo.E006",
+                )
+            )
+    return found
+
+
+@register()
+def check_login_backoff(app_configs: Sequence[Any] | None, **kwargs: Any) -> list[CheckMessage]:
+    base = float(settings.QUAY_GEO_LOGIN_BACKOFF_SECONDS)
+    ceiling = float(settings.QUAY_GEO_LOGIN_BACKOFF_MAX_SECONDS)
+    forget = float(settings.QUAY_GEO_LOGIN_FORGET_SECONDS)
+    if 0 < base <= ceiling <= forget:
+        return []
+    return [
+        Error(
+            f"QUAY_GEO_LOGIN_BACKOFF_SECONDS ({base:g}) <= QUAY_GEO_LOGIN_BACKOFF_MAX_SECONDS "
+            f"({ceiling:g}) <= QUAY_GEO_LOGIN_FORGET_SECONDS ({forget:g}) must hold, "
+            "and the first must be positive.",
+            hint="Failed logins are forgotten FORGET seconds after the last one: a shorter "
+            "memory than the longest refusal would end refusals early. Defaults: 1, 900, 3600.",
+            id="quay_geo.E007",
+        )
+    ]

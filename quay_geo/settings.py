@@ -49,6 +49,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "quay_geo.logging.RequestIdMiddleware",  # first: every later log line carries the request id
+    "quay_geo.proxies.ForwardedHeadersMiddleware",  # before anything reads X-Forwarded-Proto
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -153,8 +154,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (https://docs.djangoproject.com/en/5.2/topics/cache/#redis) --------------------------
 # A Redis in this instance's region, shared by its processes: the region cache's second level
-# (replication/regioncache.py), read-your-writes marks (quay_geo/replica.py) and rate-limit
-# counters then hold across web processes. Unset: each
+# (replication/regioncache.py), read-your-writes marks (quay_geo/replica.py) and the counts of
+# failed logins and requests per minute (registry/counters.py) live there. Unset: each
 # process has its own memory cache, and a client whose next request lands in another process
 # may read the replica before it has replayed the client's write.
 QUAY_GEO_REGION_CACHE_URL = env.str("QUAY_GEO_REGION_CACHE_URL", default="")
@@ -257,8 +258,9 @@ if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- Registry API --------------------------------------------------------------------------------
-# Requests per minute and client (user or address); 0 turns the limiter off. It counts in
-# Django's cache: configure a shared cache (CACHES) for it to count across processes.
+# Requests per minute and client (user or address); 0 turns the limiter off. Every process
+# counts the same requests: in the Redis cache (QUAY_GEO_REGION_CACHE_URL) when set, otherwise
+# in the database, one write to the primary per registry request (registry/counters.py).
 QUAY_GEO_RATE_LIMIT_PER_MINUTE = env.int("QUAY_GEO_RATE_LIMIT_PER_MINUTE", default=0)
 # OCI-Chunk-Min-Length advertised on upload sessions; unset: the engine's minimum part size,
 # 0: none.
@@ -359,3 +361,26 @@ CELERY_BEAT_SCHEDULE["scrub-locations"] = {
     "task": "replication.scrub_locations",
     "schedule": QUAY_GEO_SCRUB_SECONDS,
 }
+
+# --- Hardening: abuse (docs/operations.md "Password guessing, rate limits and proxies") -----------
+# Failed logins (the token endpoint, the JSON API's Basic auth, the panel's sign-in) are counted
+# per user name and per client address, in the shared cache when QUAY_GEO_REGION_CACHE_URL is
+# set, otherwise in the database (registry/counters.py). After this many failures in a row, a
+# user name (or an address) is refused for QUAY_GEO_LOGIN_BACKOFF_SECONDS, doubled with every
+# further failure up to QUAY_GEO_LOGIN_BACKOFF_MAX_SECONDS; a success clears the user's count.
+# Counts are forgotten QUAY_GEO_LOGIN_FORGET_SECONDS after their last failure.
+QUAY_GEO_LOGIN_FAILURES_PER_USER = env.int("QUAY_GEO_LOGIN_FAILURES_PER_USER", default=5)
+QUAY_GEO_LOGIN_FAILURES_PER_CLIENT = env.int("QUAY_GEO_LOGIN_FAILURES_PER_CLIENT", default=20)
+QUAY_GEO_LOGIN_BACKOFF_SECONDS = env.float("QUAY_GEO_LOGIN_BACKOFF_SECONDS", default=1.0)
+QUAY_GEO_LOGIN_BACKOFF_MAX_SECONDS = env.float("QUAY_GEO_LOGIN_BACKOFF_MAX_SECONDS", default=900.0)
+QUAY_GEO_LOGIN_FORGET_SECONDS = env.float("QUAY_GEO_LOGIN_FORGET_SECONDS", default=3600.0)
+# Password hashes (PBKDF2, most of a second each) computed at once per process; a login beyond
+# them is answered 429 at once instead of queueing behind them and starving the other requests.
+QUAY_GEO_PASSWORD_CHECKS_PER_PROCESS = env.int("QUAY_GEO_PASSWORD_CHECKS_PER_PROCESS", default=4)
+# Addresses and CIDR networks of the reverse proxies in front (comma separated): only their
+# X-Forwarded-For/-Proto headers are read. gunicorn reads the same variable as
+# forwarded_allow_ips (quay_geo/gunicorn_config.py). Empty: no proxy is trusted.
+QUAY_GEO_TRUSTED_PROXIES = env.list("QUAY_GEO_TRUSTED_PROXIES", default=[])
+# /health/endtoend probes every location (write, read, delete) at most once per this many
+# seconds, its answer kept in the default cache (shared when QUAY_GEO_REGION_CACHE_URL is set).
+QUAY_GEO_HEALTH_CACHE_SECONDS = env.float("QUAY_GEO_HEALTH_CACHE_SECONDS", default=30.0)

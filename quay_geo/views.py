@@ -1,9 +1,19 @@
-"""Process-level endpoints: health checks for load balancers, and Prometheus metrics."""
+"""Process-level endpoints: health checks for load balancers, and Prometheus metrics.
+
+``/health/endtoend`` writes, reads and deletes an object in every location: it probes at most
+once per ``QUAY_GEO_HEALTH_CACHE_SECONDS`` (its answer kept in the default cache, shared by the
+region's processes when Redis is configured), and names locations and their errors (endpoints,
+buckets) only to a signed-in superuser or a caller with the metrics token; anyone else learns
+ok or not.
+"""
 
 import concurrent.futures
+import hmac
+import threading
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -17,6 +27,9 @@ from replication.selectors import (
 from storage_engines.errors import StorageError
 
 PROBE_TIMEOUT = 5.0
+ENDTOEND_CACHE_KEY = "health:endtoend"
+#: One end-to-end probe at a time in a process: a burst of callers waits for its answer.
+_endtoend_lock = threading.Lock()
 
 
 def _database() -> dict[str, Any]:
@@ -52,14 +65,23 @@ def _probe_all(locations: list[Any]) -> dict[str, dict[str, Any]]:
         return {loc.location_id: result for loc, result in zip(locations, results, strict=True)}
 
 
-def _answer(checks: dict[str, Any]) -> JsonResponse:
-    healthy = all(
+def _healthy(checks: dict[str, Any]) -> bool:
+    return all(
         check.get("ok", False) if "ok" in check else all(v["ok"] for v in check.values())
         for check in checks.values()
     )
-    return JsonResponse(
-        {"status": "ok" if healthy else "fail", **checks}, status=200 if healthy else 503
-    )
+
+
+def _answer(checks: dict[str, Any], *, details: bool = True) -> JsonResponse:
+    healthy = _healthy(checks)
+    body = {"status": "ok" if healthy else "fail", **(checks if details else {})}
+    return JsonResponse(body, status=200 if healthy else 503)
+
+
+def _metrics_token_sent(request: HttpRequest) -> bool:
+    token = getattr(settings, "QUAY_GEO_METRICS_TOKEN", "")
+    sent = request.headers.get("Authorization", "")
+    return bool(token) and hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
 
 
 def health_instance(request: HttpRequest) -> JsonResponse:
@@ -75,12 +97,31 @@ def health_instance(request: HttpRequest) -> JsonResponse:
     return _answer(checks)
 
 
+def _endtoend_checks() -> dict[str, Any]:
+    """Return the last end-to-end checks if still fresh, otherwise probe and keep them."""
+    checks: dict[str, Any] | None = cache.get(ENDTOEND_CACHE_KEY)
+    if checks is not None:
+        return checks
+    with _endtoend_lock:
+        checks = cache.get(ENDTOEND_CACHE_KEY)
+        if checks is not None:  # probed by another thread while this one waited
+            return checks
+        checks = {"database": _database()}
+        if checks["database"]["ok"]:
+            checks["storage"] = _probe_all(list(config_current().locations))
+        lifetime = float(getattr(settings, "QUAY_GEO_HEALTH_CACHE_SECONDS", 30.0))
+        if lifetime > 0:
+            cache.set(ENDTOEND_CACHE_KEY, checks, timeout=lifetime)
+    return checks
+
+
 def health_endtoend(request: HttpRequest) -> JsonResponse:
     """Answer whether every configured location can be written, read and deleted."""
-    checks: dict[str, Any] = {"database": _database()}
-    if checks["database"]["ok"]:
-        checks["storage"] = _probe_all(list(config_current().locations))
-    return _answer(checks)
+    user = getattr(request, "user", None)
+    details = _metrics_token_sent(request) or bool(
+        user is not None and user.is_authenticated and user.is_superuser
+    )
+    return _answer(_endtoend_checks(), details=details)
 
 
 def metrics(request: HttpRequest) -> HttpResponse:

@@ -11,7 +11,6 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models.signals import post_delete, post_save
@@ -19,6 +18,7 @@ from django.utils import timezone
 
 from replication.regioncache import content_ttl, region_cache
 
+from .logins import login_admit, login_failed, login_succeeded, password_verify
 from .models import (
     AppToken,
     Namespace,
@@ -185,31 +185,47 @@ def app_token_user(*, username: str, secret: str) -> User | None:
     return token.user
 
 
-def credentials_check(*, username: str, password: str) -> User | None:
-    """Return the active user these credentials (password or application token) belong to."""
+def credentials_check(*, username: str, password: str, client: str = "") -> User | None:
+    """Return the active user these credentials (password or application token) belong to.
+
+    Password logins are counted per user name and per ``client`` address (``registry.logins``);
+    raise LoginRefused, before any hash, while they must wait. Application tokens are not
+    throttled: they cannot be guessed, and a robot keeps working while its user's password is.
+    """
     if not username or not password:
         return None
     if password.startswith(APP_TOKEN_PREFIX):
         user = app_token_user(username=username, secret=password)
         if user is not None:
             return user
+    attempt = login_admit(username=username, client=client)
     secret = f"{username}\0{password}".encode()
     key = "c:" + hmac.new(_CREDENTIALS_KEY, secret, "sha256").hexdigest()
-    remembered = region_cache.get(key)
-    if remembered is not None:
-        user_id, password_hash = remembered
-        user = user_active_get(user_id=user_id)
-        # The user's stored hash is part of the fact: a changed password ends it at once.
-        if user is not None and user.password == password_hash:
-            return user
-    user = authenticate(username=username, password=password)
-    if not isinstance(user, User):
-        return None
-    # A verified password is remembered in this process only (PBKDF2 costs most of a token
-    # request): a password changed in another process stops working here within the lifetime.
-    region_cache.set(key, (user.pk, user.password), ttl=content_ttl(), local_only=True)
-    region_cache.set(_user_key(user.pk), user, ttl=content_ttl())
+    user = _password_remembered(key)
+    if user is None:
+        user = password_verify(request=None, username=username, password=password)
+        if user is None:
+            login_failed(attempt)
+            return None
+        # A verified password is remembered in this process only (PBKDF2 costs most of a token
+        # request): a password changed in another process stops working here within the lifetime.
+        region_cache.set(key, (user.pk, user.password), ttl=content_ttl(), local_only=True)
+        region_cache.set(_user_key(user.pk), user, ttl=content_ttl())
+    login_succeeded(attempt)
     return user
+
+
+def _password_remembered(key: str) -> User | None:
+    """Return the user whose password this process verified under ``key``, if still theirs."""
+    remembered = region_cache.get(key)
+    if remembered is None:
+        return None
+    user_id, password_hash = remembered
+    user = user_active_get(user_id=user_id)
+    # The user's stored hash is part of the fact: a changed password ends it at once.
+    if user is not None and user.password == password_hash:
+        return user
+    return None
 
 
 # --- Repositories ---------------------------------------------------------------------------------

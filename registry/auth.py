@@ -46,6 +46,7 @@ from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from quay_geo.proxies import client_address
 from replication.regioncache import region_cache
 
 from . import errors, permissions
@@ -163,7 +164,7 @@ def _identity_verify(request: "HttpRequest | Request") -> Identity:
 
 
 def _invalid_token(request: "HttpRequest | Request", reason: str) -> errors.OCIError:
-    logger.info("refused bearer token from %s: %s", request.META.get("REMOTE_ADDR"), reason)
+    logger.info("refused bearer token from %s: %s", client_address(request), reason)
     return errors.Unauthorized(
         message=f"authentication failed: {reason}",
         headers=challenge(request, error="invalid_token"),

@@ -220,3 +220,18 @@ class AppToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}/{self.name}"
+
+
+class Counter(models.Model):
+    """A count shared by every process (failed logins, requests per minute) kept in the database.
+
+    Used only when Django's cache is not shared (registry/counters.py). Times are Unix seconds.
+    """
+
+    name = models.CharField(max_length=200, primary_key=True)
+    count = models.IntegerField(default=0)
+    last_at = models.FloatField()
+    expires_at = models.FloatField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.count}"

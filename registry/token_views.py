@@ -2,6 +2,8 @@
 
 A request may name at most ``QUAY_GEO_TOKEN_MAX_SCOPES`` distinct scopes (read at call time):
 each costs queries and bytes of token, and 2,000 of them took 12.7 s and made a 183 KB token.
+Password guesses are counted (``registry.logins``): one refused is ``429 TOOMANYREQUESTS`` with
+``Retry-After``, answered before any password hash.
 """
 
 import base64
@@ -14,9 +16,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from quay_geo.proxies import client_address
+
 from . import errors
 from .accounts import credentials_check
 from .auth import service_of
+from .logins import LoginRefused
 from .tokens import IssuedToken, ScopeInvalid, token_grant
 
 logger = logging.getLogger(__name__)
@@ -86,12 +91,22 @@ def _basic_user(request: HttpRequest) -> User | None:
 
 
 def _user_of(username: str, password: str, request: HttpRequest) -> User:
-    user = credentials_check(username=username, password=password)
+    try:
+        user = credentials_check(
+            username=username, password=password, client=client_address(request)
+        )
+    except LoginRefused as exc:
+        logger.info(
+            "token refused: login of %r from %s: %s", username, client_address(request), exc
+        )
+        raise errors.TooManyRequests(
+            message=str(exc), headers={"Retry-After": str(exc.retry_after)}
+        ) from exc
     if user is None:
         logger.info(
             "token refused: bad credentials for %r from %s",
             username,
-            request.META.get("REMOTE_ADDR"),
+            client_address(request),
         )
         raise errors.Unauthorized(
             message="invalid username, password or application token", headers=BASIC_CHALLENGE

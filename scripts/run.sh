@@ -157,7 +157,7 @@ launch() { # name: start one of NAMES
             region=${name#web-}; port=$US_PORT
             [ "$region" = eu ] && port=$EU_PORT
             spawn "$name" env QUAY_DISTRIBUTED_STORAGE_PREFERENCE="${region}_s3" "$BIN/gunicorn" \
-                quay_geo.wsgi:application --bind "127.0.0.1:$port" --workers "$WORKERS" \
+                quay_geo.wsgi:application -c python:quay_geo.gunicorn_config --bind "127.0.0.1:$port" --workers "$WORKERS" \
                 --worker-class gthread --threads 8 --timeout 600 --graceful-timeout 5 \
                 --access-logfile - --logger-class quay_geo.gunicorn_logging.AccessLogger \
                 --name "quay-geo-$region" ;;

@@ -148,6 +148,8 @@ def gunicorn(preference: str = "", workers: int = 2, **env: str) -> Iterator[str
     args = [
         str(BIN / "gunicorn"),
         "quay_geo.wsgi:application",
+        "-c",
+        "python:quay_geo.gunicorn_config",
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",

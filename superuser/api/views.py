@@ -9,7 +9,7 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import status
-from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,6 +23,7 @@ from replication.models import BackfillRun, StorageLocation
 from ..selectors import status_overview
 from ..services import backfills_launch, failed_placements_retry, namespace_targets_update
 from . import serializers as s
+from .authentication import CountedBasicAuthentication
 
 
 class IsSuperuser(BasePermission):
@@ -34,7 +35,7 @@ class IsSuperuser(BasePermission):
 
 
 class SuperuserAPIView(APIView):
-    authentication_classes = [BasicAuthentication, SessionAuthentication]
+    authentication_classes = [CountedBasicAuthentication, SessionAuthentication]
     permission_classes = [IsSuperuser]
     schema = AutoSchema()
 
@@ -247,7 +248,7 @@ class BackfillDetailView(SuperuserAPIView):
 
 
 class SchemaView(SpectacularAPIView):
-    authentication_classes = [BasicAuthentication, SessionAuthentication]
+    authentication_classes = [CountedBasicAuthentication, SessionAuthentication]
     permission_classes = [IsSuperuser]
     custom_settings = {
         "TITLE": "quay-geo superuser API",

@@ -10,10 +10,12 @@ The image must stay equivalent to `make run`, so that what the tests prove about
 the other: the facts compared below are read from both sides' files, never restated here.
 """
 
+import ipaddress
 import re
 import shlex
 import shutil
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +251,23 @@ def test_app_services_share_postgres_and_redis_behind_the_tls_proxy(
         assert "DJANGO_DEBUG" not in environment, name
 
 
+def test_app_services_trust_forwarded_headers_from_the_proxy_alone(
+    rendered: dict[str, Any],
+) -> None:
+    proxy_address = rendered["services"]["proxy"]["networks"]["default"]["ipv4_address"]
+    subnet = rendered["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(proxy_address) in ipaddress.ip_network(subnet)
+    for name in APP_SERVICES:
+        environment = rendered["services"][name]["environment"]
+        assert environment["QUAY_GEO_TRUSTED_PROXIES"] == proxy_address, name
+
+
+def test_the_image_and_make_run_read_the_trusted_proxies_through_the_gunicorn_config() -> None:
+    # gunicorn's own default trusts 127.0.0.1: the shared config replaces it by the setting.
+    assert '"-c", "python:quay_geo.gunicorn_config"' in DOCKERFILE.read_text()
+    assert "-c python:quay_geo.gunicorn_config" in RUN_SH.read_text()
+
+
 def test_app_services_start_after_the_one_shot_migrate_succeeded(rendered: dict[str, Any]) -> None:
     services = rendered["services"]
 
@@ -324,25 +343,88 @@ def test_the_proxy_serves_one_region_per_port_with_mounted_certificates(
     passes = [d[1] for d in directives if d[0] == "proxy_pass"]
     assert ["listen", "443", "ssl"] in listens
     assert ["listen", "8443", "ssl"] in listens
-    assert passes == ["http://web_us", "http://web_eu"]
+    assert passes == ["http://web_us"] * 2 + ["http://web_eu"] * 2
     upstreams = {d[1]: d for d in directives if d[0] == "server" and len(d) > 1 and ":" in d[1]}
     assert {"web-us:8000", "web-eu:8000"} <= set(upstreams)
     assert ["ssl_certificate", "/etc/nginx/certs/tls.crt"] in directives
     assert ["ssl_certificate_key", "/etc/nginx/certs/tls.key"] in directives
 
 
-def test_the_proxy_streams_bodies_without_size_cap_or_buffering() -> None:
-    directives = {d[0]: d[1:] for d in _nginx_directives()}
+@dataclass
+class NginxBlock:
+    """A directive of nginx.conf with the directives of its block, if it opens one."""
 
-    assert directives["client_max_body_size"] == ["0"]
-    assert directives["proxy_request_buffering"] == ["off"]
-    assert directives["proxy_buffering"] == ["off"]
-    assert directives["proxy_http_version"] == ["1.1"]
-    for timeout in ("proxy_read_timeout", "proxy_send_timeout", "client_body_timeout"):
-        assert int(directives[timeout][0].rstrip("s")) >= 600, timeout
-    headers = {tuple(d[1:]) for d in _nginx_directives() if d[0] == "proxy_set_header"}
+    words: list[str]
+    children: list["NginxBlock"] = field(default_factory=list)
+
+    def get(self, name: str) -> list[str]:
+        """Return the arguments of the child directive ``name`` (asserted present once)."""
+        found = [child.words[1:] for child in self.children if child.words[0] == name]
+        assert len(found) == 1, (name, found)
+        return found[0]
+
+    def blocks(self, name: str) -> list["NginxBlock"]:
+        return [child for child in self.children if child.words[0] == name]
+
+
+def _nginx_tree() -> NginxBlock:
+    """Return nginx.conf as a tree of directives."""
+    root = NginxBlock(["main"])
+    stack: list[NginxBlock] = [root]
+    words: list[str] = []
+    for token in _NGINX_TOKEN.findall(NGINX_CONF.read_text()):
+        if token.startswith("#"):
+            continue
+        if token == ";":
+            stack[-1].children.append(NginxBlock(words))
+            words = []
+        elif token == "{":
+            block = NginxBlock(words)
+            stack[-1].children.append(block)
+            stack.append(block)
+            words = []
+        elif token == "}":
+            stack.pop()
+        else:
+            words.append(token)
+    return root
+
+
+def _seconds(value: list[str]) -> int:
+    return int(value[0].rstrip("s"))
+
+
+def test_the_proxy_reads_headers_and_small_bodies_itself_with_short_timeouts() -> None:
+    # gunicorn has no read timeout: a client sending a byte at a time would hold a thread.
+    http = _nginx_tree().blocks("http")[0]
+
+    assert _seconds(http.get("client_header_timeout")) <= 15
+    assert _seconds(http.get("client_body_timeout")) <= 60
+    assert _seconds(http.get("send_timeout")) <= 60
+    assert http.get("proxy_request_buffering") == ["on"]
+    assert http.get("client_max_body_size") == ["16m"]
+    assert http.get("proxy_http_version") == ["1.1"]
+    assert _seconds(http.get("proxy_read_timeout")) >= 600
+    headers = {tuple(d.words[1:]) for d in http.children if d.words[0] == "proxy_set_header"}
     assert ("X-Forwarded-Proto", "https") in headers
     assert ("Host", "$http_host") in headers
+
+
+def test_blob_uploads_alone_stream_without_size_cap_or_buffering_a_few_per_client() -> None:
+    http = _nginx_tree().blocks("http")[0]
+    zones = [d.words for d in http.children if d.words[0] == "limit_conn_zone"]
+    assert zones == [["limit_conn_zone", "$binary_remote_addr", "zone=uploads_per_client:10m"]]
+    regions = [server for server in http.blocks("server") if "ssl" in server.get("listen")]
+
+    assert len(regions) == 2
+    for server in regions:
+        locations = {tuple(block.words[1:]): block for block in server.blocks("location")}
+        upload = locations[("~", "^/v2/.+/blobs/uploads/")]
+        assert upload.get("proxy_request_buffering") == ["off"]
+        assert upload.get("client_max_body_size") == ["0"]
+        assert upload.get("limit_conn") == ["uploads_per_client", "8"]
+        assert upload.get("proxy_pass") == locations[("/",)].get("proxy_pass")
+    assert http.get("proxy_buffering") == ["off"]
 
 
 # --- the image does what `make run` does ---------------------------------------------------------

@@ -4,12 +4,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from django.core.checks import run_checks
 from django.test import Client, override_settings
 
+from quay_geo import views
 from replication import selectors
 from replication.models import Placement, PlacementState
 from replication.services import location_create, replication_enable
+from tests.rediscache import redis_cache
 
 pytestmark = pytest.mark.django_db
 
@@ -17,8 +20,10 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _caches() -> Iterator[None]:
     selectors.cache_clear()
+    cache.delete(views.ENDTOEND_CACHE_KEY)
     yield
     selectors.cache_clear()
+    cache.delete(views.ENDTOEND_CACHE_KEY)
 
 
 @pytest.fixture
@@ -51,15 +56,18 @@ def test_health_instance_fails_on_an_unknown_preferred_location(
     assert "nowhere" in response.json()["storage"]["configuration"]["error"]
 
 
-def test_health_endtoend_probes_every_location_and_reports_the_failing_one(
-    client: Client, two_memory_locations: None, tmp_path: Any
-) -> None:
+@pytest.fixture
+def one_location_gone(two_memory_locations: None, tmp_path: Any) -> str:
     replication_enable(enabled=False)
-    location_create(
-        location_id="gone", kind="local", options={"storage_path": str(tmp_path / "no")}
-    )
+    path = str(tmp_path / "no")
+    location_create(location_id="gone", kind="local", options={"storage_path": path})
+    return path
 
-    response = client.get("/health/endtoend")
+
+def test_health_endtoend_probes_every_location_and_reports_the_failing_one_to_a_superuser(
+    admin_client: Client, one_location_gone: str
+) -> None:
+    response = admin_client.get("/health/endtoend")
 
     body = response.json()
     assert response.status_code == 503
@@ -67,6 +75,71 @@ def test_health_endtoend_probes_every_location_and_reports_the_failing_one(
     assert body["storage"]["eu_mem"] == {"ok": True}
     assert body["storage"]["gone"]["ok"] is False
     assert "does not exist" in body["storage"]["gone"]["error"]
+
+
+def test_health_endtoend_tells_anonymous_callers_only_ok_or_not(
+    client: Client, one_location_gone: str
+) -> None:
+    response = client.get("/health/endtoend")
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "fail"}
+    assert one_location_gone not in response.content.decode()
+
+
+@override_settings(QUAY_GEO_METRICS_TOKEN="s3cret")
+def test_health_endtoend_gives_details_to_the_metrics_token_only(
+    client: Client, one_location_gone: str
+) -> None:
+    wrong = client.get("/health/endtoend", HTTP_AUTHORIZATION="Bearer guess")
+    right = client.get("/health/endtoend", HTTP_AUTHORIZATION="Bearer s3cret")
+
+    assert wrong.json() == {"status": "fail"}
+    assert right.json()["storage"]["gone"]["ok"] is False
+
+
+@pytest.fixture
+def probes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many locations each end-to-end probe round covered."""
+    rounds: list[int] = []
+    real = views._probe_all
+
+    def counted(locations: list[Any]) -> dict[str, dict[str, Any]]:
+        rounds.append(len(locations))
+        return real(locations)
+
+    monkeypatch.setattr(views, "_probe_all", counted)
+    return rounds
+
+
+def test_health_endtoend_probes_at_most_once_per_lifetime(
+    client: Client, admin_client: Client, two_memory_locations: None, probes: list[int]
+) -> None:
+    answers = [client.get("/health/endtoend").status_code for _ in range(5)]
+    details = admin_client.get("/health/endtoend").json()
+
+    assert answers == [200] * 5
+    assert list(details["storage"]) == ["us_mem", "eu_mem"]
+    assert probes == [2]
+
+
+@override_settings(QUAY_GEO_HEALTH_CACHE_SECONDS=0)
+def test_health_endtoend_probes_every_time_with_a_lifetime_of_zero(
+    client: Client, two_memory_locations: None, probes: list[int]
+) -> None:
+    for _ in range(3):
+        client.get("/health/endtoend")
+
+    assert probes == [2, 2, 2]
+
+
+def test_health_endtoend_keeps_its_answer_in_the_shared_cache_when_one_is_configured(
+    client: Client, two_memory_locations: None
+) -> None:
+    with redis_cache() as shared:
+        client.get("/health/endtoend")
+        lifetime = shared.client.ttl(shared.key(views.ENDTOEND_CACHE_KEY))
+    assert 0 < lifetime <= 30
 
 
 def test_metrics_expose_placement_states_per_location(
@@ -103,6 +176,8 @@ def test_metrics_can_require_a_token(client: Client) -> None:
         ({"QUAY_DISTRIBUTED_STORAGE_PREFERENCE": "us_s3 bad/id"}, "quay_geo.E002"),
         ({"CELERY_BROKER_URL": "kafka://localhost"}, "quay_geo.E003"),
         ({"QUAY_GEO_MANIFEST_URLS_DENY": "(unclosed"}, "quay_geo.E005"),
+        ({"QUAY_GEO_TRUSTED_PROXIES": ["10.0.0.1/24"]}, "quay_geo.E006"),
+        ({"QUAY_GEO_LOGIN_BACKOFF_MAX_SECONDS": 7200.0}, "quay_geo.E007"),
     ],
 )
 def test_misconfiguration_is_caught_by_a_system_check_with_its_own_id(

@@ -259,7 +259,7 @@ def test_more_scopes_than_the_limit_are_refused_before_the_password_is_checked(
     checked: list[str] = []
     monkeypatch.setattr(
         "registry.token_views.credentials_check",
-        lambda *, username, password: checked.append(username),
+        lambda *, username, password, **_: checked.append(username),
     )
     scopes = [f"repository:alice/app{i}:pull" for i in range(4)]
 

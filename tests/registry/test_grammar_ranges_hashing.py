@@ -323,7 +323,9 @@ def test_the_rate_limit_is_off_by_default(settings: SettingsWrapper) -> None:
         rate_check(client="ip:1.2.3.4", now=120.0)
 
 
-def test_the_rate_limit_refuses_past_the_limit_with_retry_after(settings: SettingsWrapper) -> None:
+def test_the_rate_limit_refuses_past_the_limit_with_retry_after(
+    settings: SettingsWrapper, db: None
+) -> None:
     settings.QUAY_GEO_RATE_LIMIT_PER_MINUTE = 3
     cache.clear()
     for _ in range(3):
