@@ -32,6 +32,7 @@ from . import health
 from .config import probes_run
 from .models import InstanceHeartbeat, StorageLocation
 from .selectors import preference_of_instance
+from .services import placements_rearm
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,15 @@ def _reachability(timeout: float) -> dict[str, dict[str, Any]]:
     }
 
 
+def recovered(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Return the locations whose probe failed last time and succeeds now."""
+    return [
+        location_id
+        for location_id, result in after.items()
+        if result.get("ok") and (before.get(location_id) or {}).get("ok") is False
+    ]
+
+
 def heartbeat_record(
     *, role: str, probe: bool = True, timeout: float = PROBE_TIMEOUT
 ) -> InstanceHeartbeat:
@@ -103,7 +113,8 @@ def heartbeat_record(
     reachable = previous.reachable if previous is not None else {}
     if probe and now - _last_probe.get(key, -interval) >= interval:
         _last_probe[key] = now
-        reachable = _reachability(timeout)
+        reachable, before = _reachability(timeout), reachable
+        placements_rearm(location_ids=recovered(before, reachable))
     replicas.monitor_ensure()  # a worker serves no request that would start it
     beat, _ = InstanceHeartbeat.objects.update_or_create(
         instance_id=key,

@@ -154,6 +154,10 @@ class Placement(models.Model):
     #: True when last_error is permanent: the reconciler does not retry it by itself.
     error_permanent = models.BooleanField(default=False)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    #: Set when transient failures reached QUAY_GEO_REPLICATION_GIVE_UP_ATTEMPTS: the placement
+    #: stays failed (error_permanent) until an operator retries it or its store probes healthy
+    #: again after failing.
+    given_up_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     #: When the bytes were last read and found right (a copy, a push, a scrub, a deep audit).
     verified_at = models.DateTimeField(null=True, blank=True)

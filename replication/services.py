@@ -105,7 +105,11 @@ def blob_commit(*, digest: str, size: int, sha256: str, location: StorageLocatio
             Placement.objects.filter(
                 blob=blob, state=PlacementState.FAILED, lost_at__isnull=False
             ).update(
-                state=PlacementState.PENDING, attempts=0, error_permanent=False, enqueued_at=None
+                state=PlacementState.PENDING,
+                attempts=0,
+                error_permanent=False,
+                given_up_at=None,
+                enqueued_at=None,
             )
         Placement.objects.update_or_create(
             blob=blob,
@@ -279,10 +283,44 @@ def placement_retry(*, placement_ids: Iterable[int]) -> int:
             state=PlacementState.PENDING,
             attempts=0,
             error_permanent=False,
+            given_up_at=None,
             next_attempt_at=None,
             enqueued_at=None,
         )
         placements_enqueue(placement_ids=ids)
+    return len(ids)
+
+
+def placements_rearm(*, location_ids: Iterable[str]) -> int:
+    """Send the placements that gave up on these locations back to ``pending``; return how many.
+
+    Called when a location's probe succeeds after a failed one: the store that made them give
+    up answers again, so each gets a fresh budget of attempts, once per such recovery.
+    """
+    wanted = list(location_ids)
+    if not wanted:
+        return 0
+    with transaction.atomic():
+        ids = list(
+            Placement.objects.select_for_update(skip_locked=True)
+            .filter(
+                location__location_id__in=wanted,
+                state=PlacementState.FAILED,
+                given_up_at__isnull=False,
+            )
+            .values_list("pk", flat=True)
+        )
+        Placement.objects.filter(pk__in=ids).update(
+            state=PlacementState.PENDING,
+            attempts=0,
+            error_permanent=False,
+            given_up_at=None,
+            next_attempt_at=None,
+            enqueued_at=None,
+        )
+        placements_enqueue(placement_ids=ids, batched=len(ids) > 100)
+    if ids:
+        logger.info("%s placement(s) that gave up on %s re-armed", len(ids), ", ".join(wanted))
     return len(ids)
 
 
