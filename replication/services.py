@@ -9,9 +9,6 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from storage_engines.options import options_clean
-from storage_engines.registry import engine_class
-
 from .models import (
     Blob,
     NamespaceReplication,
@@ -49,24 +46,29 @@ def location_create(
     replicate_by_default: bool = False,
     rank: int | None = None,
     serve_mode: str = "redirect",
+    probe: bool = False,
+    actor: str = "location_create",
 ) -> StorageLocation:
-    """Validate the engine options and store a new location."""
-    cleaned = options_clean(engine_class(kind).options_form, options)
-    if kind == "local" and ReplicationSettings.load().storage_replication_enabled:
-        raise ValidationError(LOCAL_REFUSED)
-    location = StorageLocation(
+    """Add a location through the one validated save; raise ValidationError if it is refused.
+
+    Unprobed unless ``probe``: the programmatic path of tests and fixtures. ``addlocation``,
+    the panel and the API probe before anything is stored.
+    """
+    from .config import LocationSpec, location_add, save_result_messages
+
+    spec = LocationSpec(
         location_id=location_id,
         kind=kind,
+        options=options,
         replicate_by_default=replicate_by_default,
         serve_mode=serve_mode,
-        rank=rank if rank is not None else StorageLocation.objects.count(),
     )
-    location.set_engine_options({k: v for k, v in cleaned.items() if v not in (None, "")})
-    location.full_clean()
-    with transaction.atomic():
-        location.save()
-        config_version_bump(targets_changed=replicate_by_default)
-    return location
+    ids = list(StorageLocation.objects.values_list("location_id", flat=True))
+    result = location_add(spec=spec, actor=actor, rank=rank, probe=probe)
+    if not result.ok:
+        ids.insert(len(ids) if rank is None else rank, location_id)
+        raise ValidationError(save_result_messages(result, ids))
+    return StorageLocation.objects.get(location_id=location_id)
 
 
 def replication_enable(*, enabled: bool, user: Any = None) -> None:
