@@ -308,6 +308,24 @@ class InstanceHeartbeat(models.Model):
         return f"{self.role} {self.instance_id}"
 
 
+class HostProbe(models.Model):
+    """The last probe of every location from one host, shared by all its processes.
+
+    ``claimed_at`` is the lock: a process probes only if its conditional ``UPDATE`` moved it
+    (once per heartbeat interval and host); the others reuse ``reachable``.
+    """
+
+    host = models.CharField(max_length=200, unique=True)
+    claimed_at = models.DateTimeField()
+    claimed_by = models.CharField(max_length=200, blank=True, default="")
+    #: {location ID: {ok, error, at}}, as ``InstanceHeartbeat.reachable``.
+    reachable = models.JSONField(default=dict, blank=True)
+    probed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"probe from {self.host}"
+
+
 class AuditEntry(models.Model):
     """Who changed the storage configuration, when, and what (secrets masked)."""
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from replication import heartbeat
 from replication.copying import blob_replicate, placement_claim
-from replication.models import Blob, Placement, PlacementState, StorageLocation
+from replication.models import Blob, HostProbe, Placement, PlacementState, StorageLocation
 from replication.reconcile import placements_reconcile
 from replication.selectors import location_engine
 from replication.services import placement_prioritize, placement_retry, placements_rearm
@@ -137,7 +137,7 @@ def test_a_probe_that_succeeds_after_a_failed_one_re_arms_given_up_placements_on
     monkeypatch.setattr(heartbeat, "probes_run", probes)
 
     def beat() -> None:
-        heartbeat._last_probe.clear()
+        HostProbe.objects.update(claimed_at=timezone.now() - timedelta(days=1))
         with django_capture_on_commit_callbacks(execute=True):
             heartbeat.heartbeat_record(role="worker")
 
