@@ -291,6 +291,9 @@ QUAY_GEO_ENCRYPTION_KEY = env.str("QUAY_GEO_ENCRYPTION_KEY", default="")
 QUAY_GEO_REPLICATION_VERIFY = env.str("QUAY_GEO_REPLICATION_VERIFY", default="stream")
 QUAY_GEO_REPLICATION_LEASE_SECONDS = env.int("QUAY_GEO_REPLICATION_LEASE_SECONDS", default=300)
 QUAY_GEO_REPLICATION_MAX_ATTEMPTS = env.int("QUAY_GEO_REPLICATION_MAX_ATTEMPTS", default=8)
+# Attempts in all (task retries and the reconciler's) after which a transient failure is given
+# up: the placement stays failed until an operator retries it or its store probes healthy again.
+QUAY_GEO_REPLICATION_GIVE_UP_ATTEMPTS = env.int("QUAY_GEO_REPLICATION_GIVE_UP_ATTEMPTS", default=24)
 QUAY_GEO_REPLICATION_BACKOFF_BASE = env.float("QUAY_GEO_REPLICATION_BACKOFF_BASE", default=5.0)
 QUAY_GEO_REPLICATION_BACKOFF_MAX = env.float("QUAY_GEO_REPLICATION_BACKOFF_MAX", default=3600.0)
 QUAY_GEO_RECONCILE_LOST_AFTER = env.int("QUAY_GEO_RECONCILE_LOST_AFTER", default=300)

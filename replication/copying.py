@@ -62,6 +62,10 @@ def max_attempts() -> int:
     return int(getattr(settings, "QUAY_GEO_REPLICATION_MAX_ATTEMPTS", 8))
 
 
+def give_up_attempts() -> int:
+    return int(getattr(settings, "QUAY_GEO_REPLICATION_GIVE_UP_ATTEMPTS", 24))
+
+
 def backoff_seconds(attempts: int) -> float:
     """Return the delay before attempt ``attempts + 1``: exponential, jittered, capped."""
     base = float(getattr(settings, "QUAY_GEO_REPLICATION_BACKOFF_BASE", 5))
@@ -309,6 +313,7 @@ def blob_replicate(*, placement_id: int, batch: BatchContext | None = None) -> O
         next_attempt_at=None,
         last_error="",
         error_permanent=False,
+        given_up_at=None,
         copy_method=result.method,
         copy_seconds=time.monotonic() - started,
         updated_at=now,
@@ -336,25 +341,36 @@ def _discard(location: StorageLocation, key: str) -> None:
 
 
 def _finish_failed(placement: Placement, token: int, reason: str, *, permanent: bool) -> Outcome:
+    """Record a failed attempt; past the give-up ceiling a transient failure is kept failed.
+
+    A placement that gave up is marked permanent (nothing retries it by itself: not the task,
+    the reconciler, a pull or a stray message) with ``given_up_at`` set, so that an operator's
+    retry or the next healthy probe of its location after a failed one can re-arm it.
+    """
     exhausted = placement.attempts >= max_attempts()
+    given_up = not permanent and placement.attempts >= give_up_attempts()
+    if given_up:
+        reason = f"gave up after {placement.attempts} attempts: {reason}"
     delay = backoff_seconds(placement.attempts)
+    now = timezone.now()
     Placement.objects.filter(pk=placement.pk, state=PlacementState.COPYING, attempts=token).update(
         state=PlacementState.FAILED,
         last_error=reason[:2000],
-        error_permanent=permanent,
+        error_permanent=permanent or given_up,
+        given_up_at=now if given_up else None,
         lease_expires_at=None,
-        next_attempt_at=None if permanent else timezone.now() + timedelta(seconds=delay),
-        updated_at=timezone.now(),
+        next_attempt_at=None if permanent or given_up else now + timedelta(seconds=delay),
+        updated_at=now,
     )
     logger.warning(
         "replication of %s to %s failed (attempt %s, %s): %s",
         placement.blob.digest,
         placement.location,
         placement.attempts,
-        "permanent" if permanent else "transient",
+        "permanent" if permanent else "given up" if given_up else "transient",
         reason,
     )
-    if permanent:
+    if permanent or given_up:
         return Outcome("failed", reason)
     if exhausted:
         return Outcome("failed", f"{reason} (retried by the reconciler after backoff)")

@@ -73,7 +73,7 @@ def location_replicate_sole_copies(*, location_id: str, timeout: float) -> int:
         )
         Placement.objects.filter(
             blob_id__in=blob_ids, location=destination, state=PlacementState.FAILED
-        ).update(state=PlacementState.PENDING, error_permanent=False, attempts=0)
+        ).update(state=PlacementState.PENDING, error_permanent=False, given_up_at=None, attempts=0)
         pending = Placement.objects.filter(
             blob_id__in=blob_ids, location=destination, state=PlacementState.PENDING
         ).values_list("pk", flat=True)

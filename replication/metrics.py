@@ -77,14 +77,15 @@ def metrics_lines() -> Iterator[str]:
         Placement.objects.filter(state=PlacementState.FAILED)
         .values("location__location_id")
         .annotate(
-            permanent=Count("pk", filter=Q(error_permanent=True)),
+            permanent=Count("pk", filter=Q(error_permanent=True, given_up_at__isnull=True)),
             transient=Count("pk", filter=Q(error_permanent=False)),
+            given_up=Count("pk", filter=Q(given_up_at__isnull=False)),
         )
     )
     yield "# HELP quay_geo_failed_placements Failed placements by location and reason class."
     yield "# TYPE quay_geo_failed_placements gauge"
     for failure in failures:
-        for reason in ("permanent", "transient"):
+        for reason in ("permanent", "transient", "given_up"):
             yield _line(
                 "quay_geo_failed_placements",
                 {"location": failure["location__location_id"], "reason": reason},

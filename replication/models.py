@@ -154,6 +154,10 @@ class Placement(models.Model):
     #: True when last_error is permanent: the reconciler does not retry it by itself.
     error_permanent = models.BooleanField(default=False)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    #: Set when transient failures reached QUAY_GEO_REPLICATION_GIVE_UP_ATTEMPTS: the placement
+    #: stays failed (error_permanent) until an operator retries it or its store probes healthy
+    #: again after failing.
+    given_up_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     #: When the bytes were last read and found right (a copy, a push, a scrub, a deep audit).
     verified_at = models.DateTimeField(null=True, blank=True)
@@ -302,6 +306,24 @@ class InstanceHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} {self.instance_id}"
+
+
+class HostProbe(models.Model):
+    """The last probe of every location from one host, shared by all its processes.
+
+    ``claimed_at`` is the lock: a process probes only if its conditional ``UPDATE`` moved it
+    (once per heartbeat interval and host); the others reuse ``reachable``.
+    """
+
+    host = models.CharField(max_length=200, unique=True)
+    claimed_at = models.DateTimeField()
+    claimed_by = models.CharField(max_length=200, blank=True, default="")
+    #: {location ID: {ok, error, at}}, as ``InstanceHeartbeat.reachable``.
+    reachable = models.JSONField(default=dict, blank=True)
+    probed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"probe from {self.host}"
 
 
 class AuditEntry(models.Model):

@@ -72,6 +72,7 @@ def placements_damage(*, found: Iterable[Damage], repair: bool = True) -> Damage
                 attempts=0,
                 last_error="",
                 error_permanent=False,
+                given_up_at=None,
                 enqueued_at=None,
                 next_attempt_at=None,
                 updated_at=now,

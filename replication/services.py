@@ -9,9 +9,6 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from storage_engines.options import options_clean
-from storage_engines.registry import engine_class
-
 from .models import (
     Blob,
     NamespaceReplication,
@@ -49,24 +46,29 @@ def location_create(
     replicate_by_default: bool = False,
     rank: int | None = None,
     serve_mode: str = "redirect",
+    probe: bool = False,
+    actor: str = "location_create",
 ) -> StorageLocation:
-    """Validate the engine options and store a new location."""
-    cleaned = options_clean(engine_class(kind).options_form, options)
-    if kind == "local" and ReplicationSettings.load().storage_replication_enabled:
-        raise ValidationError(LOCAL_REFUSED)
-    location = StorageLocation(
+    """Add a location through the one validated save; raise ValidationError if it is refused.
+
+    Unprobed unless ``probe``: the programmatic path of tests and fixtures. ``addlocation``,
+    the panel and the API probe before anything is stored.
+    """
+    from .config import LocationSpec, location_add, save_result_messages
+
+    spec = LocationSpec(
         location_id=location_id,
         kind=kind,
+        options=options,
         replicate_by_default=replicate_by_default,
         serve_mode=serve_mode,
-        rank=rank if rank is not None else StorageLocation.objects.count(),
     )
-    location.set_engine_options({k: v for k, v in cleaned.items() if v not in (None, "")})
-    location.full_clean()
-    with transaction.atomic():
-        location.save()
-        config_version_bump(targets_changed=replicate_by_default)
-    return location
+    ids = list(StorageLocation.objects.values_list("location_id", flat=True))
+    result = location_add(spec=spec, actor=actor, rank=rank, probe=probe)
+    if not result.ok:
+        ids.insert(len(ids) if rank is None else rank, location_id)
+        raise ValidationError(save_result_messages(result, ids))
+    return StorageLocation.objects.get(location_id=location_id)
 
 
 def replication_enable(*, enabled: bool, user: Any = None) -> None:
@@ -105,7 +107,11 @@ def blob_commit(*, digest: str, size: int, sha256: str, location: StorageLocatio
             Placement.objects.filter(
                 blob=blob, state=PlacementState.FAILED, lost_at__isnull=False
             ).update(
-                state=PlacementState.PENDING, attempts=0, error_permanent=False, enqueued_at=None
+                state=PlacementState.PENDING,
+                attempts=0,
+                error_permanent=False,
+                given_up_at=None,
+                enqueued_at=None,
             )
         Placement.objects.update_or_create(
             blob=blob,
@@ -279,10 +285,44 @@ def placement_retry(*, placement_ids: Iterable[int]) -> int:
             state=PlacementState.PENDING,
             attempts=0,
             error_permanent=False,
+            given_up_at=None,
             next_attempt_at=None,
             enqueued_at=None,
         )
         placements_enqueue(placement_ids=ids)
+    return len(ids)
+
+
+def placements_rearm(*, location_ids: Iterable[str]) -> int:
+    """Send the placements that gave up on these locations back to ``pending``; return how many.
+
+    Called when a location's probe succeeds after a failed one: the store that made them give
+    up answers again, so each gets a fresh budget of attempts, once per such recovery.
+    """
+    wanted = list(location_ids)
+    if not wanted:
+        return 0
+    with transaction.atomic():
+        ids = list(
+            Placement.objects.select_for_update(skip_locked=True)
+            .filter(
+                location__location_id__in=wanted,
+                state=PlacementState.FAILED,
+                given_up_at__isnull=False,
+            )
+            .values_list("pk", flat=True)
+        )
+        Placement.objects.filter(pk__in=ids).update(
+            state=PlacementState.PENDING,
+            attempts=0,
+            error_permanent=False,
+            given_up_at=None,
+            next_attempt_at=None,
+            enqueued_at=None,
+        )
+        placements_enqueue(placement_ids=ids, batched=len(ids) > 100)
+    if ids:
+        logger.info("%s placement(s) that gave up on %s re-armed", len(ids), ", ".join(wanted))
     return len(ids)
 
 

@@ -1,9 +1,11 @@
 """The storage configuration as one unit: read it, validate all of it, save it in one go.
 
-The ``/superuser`` panel, the JSON API and ``importquayconfig`` all save through
-:func:`storage_config_save`, so one set of rules applies everywhere.
+The ``/superuser`` panel, the JSON API, ``importquayconfig`` and ``addlocation`` (through
+:func:`location_add`) all save through :func:`storage_config_save`, so one set of rules applies
+everywhere.
 """
 
+from .add import location_add, save_result_messages
 from .audit import SECRET_MASK
 from .probes import PROBE_TIMEOUT, probe_engine, probe_message, probes_run
 from .service import (
@@ -24,9 +26,11 @@ __all__ = [
     "LocationSpec",
     "SaveResult",
     "StorageConfig",
+    "location_add",
     "probe_engine",
     "probe_message",
     "probes_run",
+    "save_result_messages",
     "storage_config_read",
     "storage_config_save",
 ]

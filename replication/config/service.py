@@ -1,9 +1,11 @@
 """Read the storage configuration, validate all of it, and save it in one go.
 
-The ``/superuser`` panel, the JSON API and ``importquayconfig`` all save through
-:func:`storage_config_save`, so one set of rules applies everywhere: nothing is stored unless
-every location passes its engine's own options form, the ID rules, the replication rules, the
-removal rule and (unless told otherwise) a live probe run in parallel.
+The ``/superuser`` panel, the JSON API, ``importquayconfig`` and ``addlocation`` (through
+:func:`location_add`) all save through :func:`storage_config_save`, so one set of rules applies
+everywhere: nothing is stored unless every location passes its engine's own options form, the
+ID rules, the replication rules, the removal rule and (unless told otherwise) a live probe run
+in parallel; then the rows, the audit entry and the version bump go in one transaction. A failed
+probe stores nothing and bumps nothing, so no process ever caches a location that was not kept.
 """
 
 import logging
@@ -139,23 +141,30 @@ def storage_config_save(
     probe: bool = True,
     probe_timeout: float = PROBE_TIMEOUT,
     dry_run: bool = False,
+    probe_only: frozenset[str] | None = None,
+    extra_kinds: frozenset[str] = frozenset(),
 ) -> SaveResult:
     """Validate the whole configuration and, only if all of it is valid, store it atomically.
 
     With ``dry_run`` everything is checked (probes included) and nothing is stored.
+    ``probe_only``: the location IDs to probe (None: all), so that adding one location is not
+    refused because another one is down. ``extra_kinds``: engine kinds allowed besides the
+    configurable ones (``addlocation`` may add the in-memory engine of tests).
     """
     result = SaveResult()
     existing = {loc.pk: loc for loc in StorageLocation.objects.all()}
     settings_row = ReplicationSettings.load()
     _version_check(config, settings_row.config_version, result)
     _pks_resolve(config, existing, result)
-    cleaned = _validate(config, existing, result)
+    cleaned = _validate(config, existing, result, extra_kinds)
     removed = _removals(config, existing, result)
     if probe:
         jobs = {
             index: (spec.kind, spec.location_id, cleaned[index])
             for index, spec in enumerate(config.locations)
-            if index in cleaned and index not in result.errors
+            if index in cleaned
+            and index not in result.errors
+            and (probe_only is None or spec.location_id in probe_only)
         }
         for index, message in probes_run(jobs, timeout=probe_timeout).items():
             if message:
@@ -208,7 +217,10 @@ def _pks_resolve(
 
 
 def _validate(
-    config: StorageConfig, existing: dict[int, StorageLocation], result: SaveResult
+    config: StorageConfig,
+    existing: dict[int, StorageLocation],
+    result: SaveResult,
+    extra_kinds: frozenset[str] = frozenset(),
 ) -> dict[int, dict[str, Any]]:
     """Check every kept location; return the cleaned engine options by spec index."""
     if not any(not spec.delete for spec in config.locations):
@@ -231,7 +243,7 @@ def _validate(
         seen.add(spec.location_id)
         if spec.serve_mode not in ServeMode.values:
             result.add(index, "serve_mode", f"Choose one of: {', '.join(ServeMode.values)}.")
-        allowed = set(CONFIGURABLE_KINDS) | ({row.kind} if row is not None else set())
+        allowed = set(CONFIGURABLE_KINDS) | extra_kinds | ({row.kind} if row is not None else set())
         if spec.kind not in allowed:
             result.add(index, "kind", f"Choose a storage engine ({', '.join(CONFIGURABLE_KINDS)}).")
             continue

@@ -186,3 +186,26 @@ def test_misconfiguration_is_caught_by_a_system_check_with_its_own_id(
     with override_settings(**overrides):
         ids = [message.id for message in run_checks()]
     assert check_id in ids
+
+
+def test_metrics_count_given_up_placements_apart_from_permanent_ones(
+    client: Client, two_memory_locations: None
+) -> None:
+    from django.utils import timezone
+
+    from replication.models import Blob, StorageLocation
+
+    blob = Blob.objects.create(digest="sha256:" + "b" * 64, size=10, sha256="b" * 64)
+    _, eu = StorageLocation.objects.order_by("rank")
+    Placement.objects.create(
+        blob=blob,
+        location=eu,
+        state=PlacementState.FAILED,
+        error_permanent=True,
+        given_up_at=timezone.now(),
+    )
+
+    text = client.get("/metrics").content.decode()
+
+    assert 'quay_geo_failed_placements{location="eu_mem",reason="given_up"} 1' in text
+    assert 'quay_geo_failed_placements{location="eu_mem",reason="permanent"} 0' in text

@@ -218,7 +218,7 @@ def test_heartbeat_records_this_process_and_probes_every_location(
     location_create(
         location_id="disk", kind="local", options={"storage_path": str(tmp_path / "absent")}
     )
-    heartbeat._last_probe.clear()
+    heartbeat._probe_state.reset()
 
     beat = heartbeat.heartbeat_record(role="worker", probe=True)
 
@@ -234,7 +234,7 @@ def test_heartbeat_probes_at_most_once_per_interval(
     two_regions: Any, monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:
     settings.QUAY_GEO_HEARTBEAT_SECONDS = 30
-    heartbeat._last_probe.clear()
+    heartbeat._probe_state.reset()
     calls: list[int] = []
     real = heartbeat._reachability
 

@@ -1,14 +1,12 @@
-"""Add (or update) a storage location from the command line."""
+"""Add a storage location from the command line: probed, then stored, as the panel does."""
 
+import os
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from replication.config import LocationSpec, location_add, save_result_messages
 from replication.models import StorageLocation
-from replication.selectors import location_engine
-from replication.services import location_create
-from storage_engines.errors import InvalidOptions, StorageError
 from storage_engines.registry import CONFIGURABLE_KINDS, ENGINES
 
 
@@ -22,7 +20,8 @@ def _option(text: str) -> tuple[str, str]:
 class Command(BaseCommand):
     help = (
         "Add a storage location (engine options as --option NAME=VALUE, as the engine declares "
-        "them; see /superuser for the same form). Probes it unless --no-probe."
+        "them; see /superuser for the same form). Probes it unless --no-probe; nothing is stored "
+        "if the probe or any rule of the panel's save fails."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -38,30 +37,32 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         location_id = options["location_id"]
-        if StorageLocation.objects.filter(location_id=location_id).exists():
-            if options["if_missing"]:
-                self.stdout.write(f"location {location_id} exists; left as it is")
-                return
-            raise CommandError(f"location {location_id} already exists")
+        if options["if_missing"] and StorageLocation.objects.filter(location_id=location_id):
+            self.stdout.write(f"location {location_id} exists; left as it is")
+            return
         if options["kind"] not in CONFIGURABLE_KINDS and options["kind"] != "memory":
             raise CommandError(f"engine kind {options['kind']} cannot be configured")
-        engine_options = dict(_option(text) for text in options["option"])
-        try:
-            location = location_create(
-                location_id=location_id,
-                kind=options["kind"],
-                options=engine_options,
-                replicate_by_default=options["default"],
-                serve_mode=options["serve_mode"],
+        spec = LocationSpec(
+            location_id=location_id,
+            kind=options["kind"],
+            options=dict(_option(text) for text in options["option"]),
+            replicate_by_default=options["default"],
+            serve_mode=options["serve_mode"],
+        )
+        ids = [*StorageLocation.objects.values_list("location_id", flat=True), location_id]
+        result = location_add(
+            spec=spec,
+            actor=f"addlocation ({os.environ.get('USER') or 'unknown user'})",
+            probe=not options["no_probe"],
+        )
+        for warning in result.warnings:
+            self.stdout.write(self.style.WARNING(f"warning: {warning}"))
+        if not result.ok:
+            raise CommandError(
+                f"location {location_id} not added:\n  "
+                + "\n  ".join(save_result_messages(result, ids))
             )
-        except InvalidOptions as exc:
-            raise CommandError(str(exc)) from exc
-        except ValidationError as exc:
-            raise CommandError("; ".join(exc.messages)) from exc
-        if not options["no_probe"]:
-            try:
-                location_engine(location).probe(timeout=5)
-            except StorageError as exc:
-                location.delete()
-                raise CommandError(f"probe of {location_id} failed: {exc}") from exc
-        self.stdout.write(f"added location {location_id} ({location.get_kind_display()})")
+        label = StorageLocation.objects.get(location_id=location_id).get_kind_display()
+        self.stdout.write(
+            f"added location {location_id} ({label}, config version {result.version})"
+        )
