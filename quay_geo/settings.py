@@ -311,6 +311,9 @@ QUAY_GEO_STORAGE_ATTEMPTS = env.int("QUAY_GEO_STORAGE_ATTEMPTS", default=2)
 QUAY_GEO_STORAGE_ATTEMPT_SECONDS = env.float("QUAY_GEO_STORAGE_ATTEMPT_SECONDS", default=4.0)
 QUAY_GEO_BREAKER_FAILURES = env.int("QUAY_GEO_BREAKER_FAILURES", default=3)
 QUAY_GEO_BREAKER_SECONDS = env.float("QUAY_GEO_BREAKER_SECONDS", default=30.0)
+# The name of this process's service on the status tab (one row per host, role and name);
+# empty: its storage preference. Two services of one host with one preference need names.
+QUAY_GEO_SERVICE_NAME = env.str("QUAY_GEO_SERVICE_NAME", default="")
 # Seconds between heartbeats (and reachability probes) of each web and worker process.
 QUAY_GEO_HEARTBEAT_SECONDS = env.float("QUAY_GEO_HEARTBEAT_SECONDS", default=30.0)
 # When set, /metrics requires "Authorization: Bearer <token>".

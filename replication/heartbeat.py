@@ -57,9 +57,13 @@ def _host() -> str:
 
 
 def instance_id(role: str) -> str:
-    """Return this service's identity: host, role and configured preference (not the pid)."""
-    wanted = str(getattr(settings, "QUAY_DISTRIBUTED_STORAGE_PREFERENCE", "") or "")
-    return f"{_host()}:{role}:{','.join(wanted.replace(',', ' ').split())}"[:200]
+    """Return this service's identity: host, role and its name (``QUAY_GEO_SERVICE_NAME``, by
+    default the configured preference), not the pid."""
+    name = str(getattr(settings, "QUAY_GEO_SERVICE_NAME", "") or "")
+    if not name:
+        wanted = str(getattr(settings, "QUAY_DISTRIBUTED_STORAGE_PREFERENCE", "") or "")
+        name = ",".join(wanted.replace(",", " ").split())
+    return f"{_host()}:{role}:{name}"[:200]
 
 
 def _version() -> str:

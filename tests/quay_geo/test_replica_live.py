@@ -5,6 +5,7 @@ write ever did (a standby refuses writes: each attempt would be logged with its 
 """
 
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -175,6 +176,9 @@ def _standby_restored(pgpair: PgPair) -> Iterator[None]:
     pgpair.wait_replayed()
 
 
+_SERVICES = itertools.count()
+
+
 @contextmanager
 def server(site: Site, replica: bool = True, /, **env: str) -> Iterator[str]:
     """Run gunicorn on the private primary (and its standby as the replica); yield its URL."""
@@ -187,6 +191,8 @@ def server(site: Site, replica: bool = True, /, **env: str) -> Iterator[str]:
         # would answer a pull without asking any database, hiding what the router did).
         "QUAY_GEO_CACHE_SECONDS": "0",
         "QUAY_GEO_TAG_CACHE_SECONDS": "0",
+        # Each server its own row on the status tab (one per host, role and service name).
+        "QUAY_GEO_SERVICE_NAME": f"web-{next(_SERVICES)}",
         **env,
     }
     with live.gunicorn(workers=1, **settings) as url:
