@@ -124,14 +124,11 @@ def manifest_put(
     digest = _digest_of(content, reference)
     parsed = manifest_parse(content, content_type)
     blob_ids, child_ids = _references_resolve(repository, parsed)
+    pushed = _Pushed(repository, digest, parsed, content, wanted_tags, blob_ids, child_ids)
     if connection.vendor == "postgresql":
-        manifest = _manifest_record_statement(
-            repository, digest, parsed, content, wanted_tags, blob_ids, child_ids
-        )
+        manifest = _manifest_record_statement(pushed)
     else:
-        manifest = _manifest_record(
-            repository, digest, parsed, content, wanted_tags, blob_ids, child_ids
-        )
+        manifest = _manifest_record(pushed)
         replication_manifest_committed(manifest)
     manifest_remember(name=repository.full_name, manifest=manifest, tags=wanted_tags)
     logger.info("manifest %s pushed to %s, tags %s", digest, repository, wanted_tags)
@@ -142,30 +139,38 @@ def manifest_put(
     )
 
 
-def _manifest_fields(parsed: ParsedManifest, content: bytes) -> dict[str, Any]:
-    return {
-        "media_type": parsed.media_type,
-        "content": content,
-        "size": len(content),
-        "artifact_type": parsed.artifact_type,
-        "subject_digest": str(parsed.subject.digest) if parsed.subject else "",
-        "annotations": parsed.annotations,
-    }
+@dataclass(frozen=True)
+class _Pushed:
+    """A parsed manifest push whose references are resolved, ready to be recorded."""
+
+    repository: Repository
+    digest: str
+    parsed: ParsedManifest
+    content: bytes
+    tags: list[str]
+    blob_ids: list[int]
+    child_ids: list[int]
+
+    def fields(self) -> dict[str, Any]:
+        """Return the Manifest row's fields other than repository and digest."""
+        parsed = self.parsed
+        return {
+            "media_type": parsed.media_type,
+            "content": self.content,
+            "size": len(self.content),
+            "artifact_type": parsed.artifact_type,
+            "subject_digest": str(parsed.subject.digest) if parsed.subject else "",
+            "annotations": parsed.annotations,
+        }
 
 
-def _manifest_record(
-    repository: Repository,
-    digest: str,
-    parsed: ParsedManifest,
-    content: bytes,
-    tags: list[str],
-    blob_ids: list[int],
-    child_ids: list[int],
-) -> Manifest:
+def _manifest_record(pushed: _Pushed) -> Manifest:
     """Record the manifest, its references and tags in a transaction (any database)."""
+    repository, parsed = pushed.repository, pushed.parsed
+    blob_ids, child_ids, tags = pushed.blob_ids, pushed.child_ids, pushed.tags
     with transaction.atomic():
         manifest, created = Manifest.objects.get_or_create(
-            repository=repository, digest=digest, defaults=_manifest_fields(parsed, content)
+            repository=repository, digest=pushed.digest, defaults=pushed.fields()
         )
         if created:
             ManifestBlob.objects.bulk_create(
@@ -184,22 +189,17 @@ def _manifest_record(
     return manifest
 
 
-def _manifest_record_statement(
-    repository: Repository,
-    digest: str,
-    parsed: ParsedManifest,
-    content: bytes,
-    tags: list[str],
-    blob_ids: list[int],
-    child_ids: list[int],
-) -> Manifest:
+def _manifest_record_statement(pushed: _Pushed) -> Manifest:
     """Record the manifest, its references, its tags and its blobs' missing placements in one
     statement (PostgreSQL): a far region pays one round trip for it, not a dozen.
 
     The blobs of an index's children are ensured afterwards, as on other databases.
     """
-    ensure = placements_ensure_statement(blob_ids=blob_ids, namespace_id=repository.namespace_id)
-    fields = _manifest_fields(parsed, content)
+    repository, digest = pushed.repository, pushed.digest
+    ensure = placements_ensure_statement(
+        blob_ids=pushed.blob_ids, namespace_id=repository.namespace_id
+    )
+    fields = pushed.fields()
     sql = f"""WITH {ensure.ctes},
     manifest AS (
         INSERT INTO {Manifest._meta.db_table} (repository_id, digest, media_type, content, size,
@@ -234,16 +234,16 @@ def _manifest_record_statement(
         "annotations": json.dumps(fields["annotations"]),
         "repository": repository.pk,
         "digest": digest,
-        "blob_ids": blob_ids,
-        "child_ids": child_ids,
-        "tags": tags,
+        "blob_ids": pushed.blob_ids,
+        "child_ids": pushed.child_ids,
+        "tags": pushed.tags,
     }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     manifest = Manifest(pk=rows[0][0], repository=repository, digest=digest, **fields)
     task_sender.send_later((row[1], row[2]) for row in rows if row[1] is not None)
-    if child_ids:
+    if pushed.child_ids:
         replication_manifest_committed(manifest)
     return manifest
 
