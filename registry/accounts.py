@@ -164,17 +164,40 @@ def app_token_create(*, user: User, name: str) -> tuple[AppToken, str]:
 
 def app_token_revoke(*, user: User, name: str) -> None:
     """Delete the user's application token named ``name``; raise AccountError if there is none."""
+    hashes = list(
+        AppToken.objects.filter(user=user, name=name).values_list("token_hash", flat=True)
+    )
     deleted, _ = AppToken.objects.filter(user=user, name=name).delete()
+    region_cache.delete([_app_token_key(token_hash) for token_hash in hashes])
     if not deleted:
         raise AccountError(f"{user.username} has no application token named {name!r}")
     logger.info("application token %s of %s revoked", name, user.username)
 
 
+def _app_token_key(token_hash: str) -> str:
+    return f"a:{token_hash}"
+
+
 def app_token_user(*, username: str, secret: str) -> User | None:
-    """Return the active user an application token belongs to, if ``username`` is theirs."""
+    """Return the active user an application token belongs to, if ``username`` is theirs.
+
+    A token found is remembered in the region cache (by its hash, as the database keeps it) for
+    ``QUAY_GEO_CACHE_SECONDS``: robots log in for every pull, and a far region must not ask the
+    primary each time. A revocation in this process ends it at once; elsewhere within that
+    lifetime.
+    """
+    token_hash = _token_hash(secret)
+    remembered = region_cache.get(_app_token_key(token_hash))
+    if remembered is not None:
+        user_id, owner = remembered
+        if owner != username:  # a token hash is unique: it is nobody else's
+            return None
+        user = user_active_get(user_id=user_id)
+        if user is not None and user.get_username() == username:
+            return user
     token = (
         AppToken.objects.select_related("user")
-        .filter(token_hash=_token_hash(secret), user__username=username, user__is_active=True)
+        .filter(token_hash=token_hash, user__username=username, user__is_active=True)
         .first()
     )
     if token is None:
@@ -182,6 +205,8 @@ def app_token_user(*, username: str, secret: str) -> User | None:
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > APP_TOKEN_USED_PRECISION:
         AppToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    region_cache.set(_app_token_key(token_hash), (token.user_id, username), ttl=content_ttl())
+    region_cache.set(_user_key(token.user_id), token.user, ttl=content_ttl())
     return token.user
 
 

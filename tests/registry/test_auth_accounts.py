@@ -2,6 +2,7 @@
 
 import hashlib
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -143,10 +144,25 @@ def test_app_token_of_a_disabled_user_is_refused(world: World) -> None:
 
 def test_revoked_app_token_no_longer_verifies(world: World) -> None:
     _, secret = accounts.app_token_create(user=world.alice, name="ci")
+    assert accounts.app_token_user(username="alice", secret=secret) == world.alice  # cached
 
     accounts.app_token_revoke(user=world.alice, name="ci")
 
     assert accounts.app_token_user(username="alice", secret=secret) is None
+
+
+def test_a_verified_app_token_is_checked_again_without_a_query(
+    world: World, django_assert_num_queries: Any
+) -> None:
+    _, secret = accounts.app_token_create(user=world.alice, name="ci")
+    assert accounts.app_token_user(username="alice", secret=secret) == world.alice
+
+    with django_assert_num_queries(0):
+        again = accounts.app_token_user(username="alice", secret=secret)
+        other = accounts.app_token_user(username="writer", secret=secret)
+
+    assert again == world.alice
+    assert other is None, "the token is alice's: another user name never matches it"
 
 
 def test_revoking_an_unknown_app_token_is_an_error(world: World) -> None:
