@@ -7,22 +7,19 @@ image name of a test is unique to it and removed from podman's storage afterward
 
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
 from django.contrib.auth.models import User
 
+from tests.podman import BASE_IMAGE, BLOB_INFO_CACHES, Podman, podman_setup, podman_tool
 from tests.registry.conftest import PASSWORD
 from tests.registry.test_e2e_clients import (
     README_PASSWORD,
-    SKOPEO_CACHES,
     _location_on_moto,
     bucket_keys,
     readme_commands,
@@ -32,94 +29,17 @@ from tests.registry.test_e2e_clients import (
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.servers]
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE_IMAGE = "localhost/debian:bookworm"
 
 
 @pytest.fixture(scope="session")
 def containers_conf() -> str:
-    """Run scripts/podman-setup.sh (cached under var/podman); return its CONTAINERS_CONF."""
-    for tool in ("podman", "buildah", "debootstrap"):
-        assert shutil.which(tool), f"{tool} is missing: run `make install` (install-deps.sh)"
-    setup = subprocess.run(
-        [str(ROOT / "scripts" / "podman-setup.sh")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert setup.returncode == 0, setup.stderr
-    return setup.stdout.strip().removeprefix("export CONTAINERS_CONF=")
-
-
-@dataclass
-class Podman:
-    """podman and buildah with this machine's settings and a login file of the test's own."""
-
-    env: dict[str, str]
-    names: list[str] = field(default_factory=list)
-
-    def name(self, suffix: str) -> str:
-        """Return a local image name no other test uses, removed when the test ends."""
-        return self.track(f"localhost/quay-geo-e2e-{uuid.uuid4().hex[:12]}-{suffix}")
-
-    def track(self, name: str) -> str:
-        """Remove image ``name`` from podman's storage when the test ends; return it."""
-        self.names.append(name)
-        return name
-
-    def run(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        """Run ``args`` (podman, buildah or skopeo); return stdout, fail with stderr."""
-        if args[0] in ("podman", "skopeo"):
-            for cache in SKOPEO_CACHES:  # the blob-info cache: every blob really moves
-                cache.unlink(missing_ok=True)
-        result = subprocess.run(
-            list(args),
-            input=stdin,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} failed: {result.stderr}")
-        return result.stdout
-
-    def login(self, host: str, user: str, password: str) -> str:
-        return self.run(
-            "podman",
-            "login",
-            "--tls-verify=false",
-            "-u",
-            user,
-            "--password-stdin",
-            host,
-            stdin=password,
-        )
-
-    def repo_digests(self, image: str) -> list[str]:
-        """Return the ``name@digest`` references podman recorded for ``image``."""
-        found = self.run("podman", "image", "inspect", "--format", "{{json .RepoDigests}}", image)
-        return list(json.loads(found))
-
-    def digest(self, image: str) -> str:
-        return self.run("podman", "image", "inspect", "--format", "{{.Digest}}", image).strip()
-
-    def remove(self, *images: str) -> None:
-        self.run("podman", "rmi", "--force", "--ignore", *images)
+    return podman_setup()
 
 
 @pytest.fixture
 def podman(containers_conf: str, tmp_path: Path) -> Iterator[Podman]:
-    (tmp_path / "auth.json").write_text('{"auths": {}}')  # buildah wants the file to exist
-    env = {
-        **os.environ,
-        "CONTAINERS_CONF": containers_conf,
-        "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"),
-    }
-    tool = Podman(env=env)
-    yield tool
-    tool.run("podman", "rmi", "--force", "--ignore", *tool.names, check=False)
+    with podman_tool(containers_conf, tmp_path) as tool:
+        yield tool
 
 
 @pytest.fixture
@@ -181,7 +101,7 @@ def test_podman_and_buildah_images_built_here_push_and_pull_with_the_same_digest
         assembled: podman.track(f"{registry_server}/alice/app:buildah"),
     }
 
-    login = podman.login(registry_server, "alice", PASSWORD)
+    login = podman.login(registry_server, "alice", PASSWORD, "--tls-verify=false")
     pushed = {}
     for local, target in remote.items():
         digestfile = tmp_path / "digest"
@@ -238,7 +158,7 @@ def test_a_podman_manifest_list_of_two_architectures_pushes_and_pulls_per_archit
     for image in images.values():
         podman.run("podman", "manifest", "add", manifest_list, f"containers-storage:{image}")
     target = podman.track(f"{registry_server}/alice/multi:v1")
-    podman.login(registry_server, "alice", PASSWORD)
+    podman.login(registry_server, "alice", PASSWORD, "--tls-verify=false")
 
     digestfile = tmp_path / "digest"
     podman.run(
@@ -299,7 +219,7 @@ def test_the_readme_podman_commands_work_as_written(
             ("localhost/demo", demo),  # a name of this test's own in podman's storage
         ]:
             command = command.replace(written, actual)
-        for cache in SKOPEO_CACHES:
+        for cache in BLOB_INFO_CACHES:
             cache.unlink(missing_ok=True)
         result = subprocess.run(
             ["bash", "-c", command],
