@@ -5,7 +5,14 @@
 #   scripts/install-deps.sh --run-only   the same script, into /opt/venv (Debian part below)
 #   manage.py collectstatic              at build time here; WhiteNoise serves the result
 # The default command is the production server `make run` starts: gunicorn, threaded workers.
-FROM python:3.11-slim-bookworm
+#
+# Build arguments, for machines without the public registries (tests/deploy/test_image.py):
+#   BASE_IMAGE  a Debian bookworm image with python3, python3-venv and curl in place of the default
+#   PIP_CERT    a CA bundle for pip inside the build (a TLS-inspecting proxy), at a path mounted
+#               for the build only (`podman build -v HOST_BUNDLE:PATH:ro --build-arg PIP_CERT=PATH`)
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+ARG PIP_CERT=
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

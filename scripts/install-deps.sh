@@ -3,7 +3,7 @@
 #
 # usage: scripts/install-deps.sh [--no-apt] [--run-only]
 #   (default)   Debian packages for the full test suite (object-store servers, registry tools,
-#               browser, load tool) + ./.venv with `pip install -e '.[dev,run]'`
+#               podman and buildah, browser, load tool) + ./.venv with `pip install -e '.[dev,run]'`
 #   --run-only  only what `make run` needs: python3-venv and curl + the venv with `.[run]`
 #   --no-apt    skip the Debian part (only the virtualenv)
 #
@@ -44,6 +44,8 @@ FULL_PACKAGES=(
     docker-registry skopeo umoci docker-compose
     chromium chromium-driver wrk redis-server
     apache2-utils rclone postgresql
+    podman buildah podman-compose runc golang-github-containernetworking-plugin-dnsname
+    fuse-overlayfs slirp4netns uidmap debootstrap
 )
 LOCK_WAIT=${QUAY_GEO_APT_LOCK_WAIT:-600}
 

@@ -485,7 +485,10 @@ def test_the_image_runs_as_a_non_root_user_with_a_health_check() -> None:
     users = [args for keyword, args in instructions if keyword == "USER"]
     (healthcheck,) = [args for keyword, args in instructions if keyword == "HEALTHCHECK"]
 
-    assert instructions[0] == ("FROM", "python:3.11-slim-bookworm")
+    assert instructions[:2] == [
+        ("ARG", "BASE_IMAGE=python:3.11-slim-bookworm"),
+        ("FROM", "${BASE_IMAGE}"),
+    ]
     assert users
     assert users[-1].split(":")[0] not in ("root", "0")
     assert "/health/instance" in healthcheck
