@@ -30,9 +30,9 @@ WHERE l.location_id IN ({old});
 """
 
 
-def psql(sql: str, **variables: str) -> str:
-    """Run ``sql`` on the benchmark database (``:'name'`` takes a value from ``variables``)."""
-    args = ["psql", *servers.pg_args(), "-d", DATABASE, "-qAt"]
+def psql(sql: str, *, database: str = DATABASE, **variables: str) -> str:
+    """Run ``sql`` on a benchmark database (``:'name'`` takes a value from ``variables``)."""
+    args = ["psql", *servers.pg_args(), "-d", database, "-qAt"]
     for name, value in {"ON_ERROR_STOP": "1", **variables}.items():
         args += ["-v", f"{name}={value}"]
     result = subprocess.run(args, input=sql, capture_output=True, text=True)
