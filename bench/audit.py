@@ -128,6 +128,7 @@ def audit_size(objects: int, runs: int) -> dict[str, Any]:
                 moto_s, pages = bare_listing_seconds(s3, bucket)
                 for key, value in (
                     ("audit_s", audit["seconds"]),
+                    ("audit_cpu_s", audit["cpu_s"]),
                     ("audit_rss_mb", audit["max_rss_mb"]),
                     ("list_requests", float(requests)),
                     ("moto_listing_s", moto_s),
@@ -135,8 +136,9 @@ def audit_size(objects: int, runs: int) -> dict[str, Any]:
                 ):
                     samples.setdefault(key, []).append(value)
                 print(
-                    f"  run {index + 1}/{runs}: {audit['seconds']:.1f}s, "
-                    f"{audit['max_rss_mb']:.0f} MB, {requests} requests; moto alone lists "
+                    f"  run {index + 1}/{runs}: {audit['seconds']:.1f}s "
+                    f"({audit['cpu_s']:.1f}s CPU), {audit['max_rss_mb']:.0f} MB, "
+                    f"{requests} requests; moto alone lists "
                     f"the {pages} pages in {moto_s:.1f}s",
                     flush=True,
                 )
