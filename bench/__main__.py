@@ -24,6 +24,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "metadata-s3": ("metadata", {"storage": "s3"}),
     "geo": ("far_region", {}),
     "audit": ("audit", {}),
+    "audit-local": ("audit", {"engine": "local"}),
 }
 #: ``all --quick`` (run by ``make test``) runs every module once with small sizes.
 QUICK_CASES = (

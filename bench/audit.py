@@ -10,6 +10,12 @@ clean audit sends only list requests). ``manage.py auditlocation --json`` runs u
 alone, is what moto costs: moto sorts the whole bucket on every ListObjectsV2 page, so its time
 grows with the square of the object count; the audit's own time is the difference.
 
+``audit-local``: moto cannot hold and list a million objects in reasonable time (above), so the
+million is audited on a local-disk location instead: as many empty files at their content keys
+(blob sizes 0), the same placements, the same command. It measures what the audit itself costs
+at that size (its CPU, its memory, the placements read by keyset from PostgreSQL) with a
+listing that costs little; the S3 listing's cost per object comes from the moto sizes.
+
 Scrub: ``SCRUB_OBJECTS`` objects of random sizes (64 KiB to 1 MiB) in a second location, and a
 day of ``SCRUB_SLICES`` slices run back to back in one process; the bytes read against the
 day's budget (issue 14: within 10 %).
@@ -19,6 +25,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,6 +34,7 @@ from tests.delayproxy import DelayProxy
 
 from . import servers
 from .backfill import psql, time_v
+from .procs import STATE, fresh_dir
 from .report import save, summary
 from .servers import S3, S3_KEY, manage, quay_env, reset_database
 
@@ -38,7 +46,7 @@ SCRUB_OBJECTS, SCRUB_DAY_BYTES, SCRUB_SLICES = 240, 48 * 1024**2, 8
 
 SEED_BLOBS = """
 INSERT INTO replication_blob (digest, size, sha256, created_at)
-SELECT 'sha256:' || h, length(g::text), h, now()
+SELECT 'sha256:' || h, CASE WHEN :'empty' = 'yes' THEN 0 ELSE length(g::text) END, h, now()
 FROM (SELECT g, encode(sha256(g::text::bytea), 'hex') AS h
       FROM generate_series(1, :n) AS g) AS s;
 """
@@ -114,7 +122,13 @@ def audit_size(objects: int, runs: int) -> dict[str, Any]:
         with DelayProxy(port, handshake=False) as proxy:
             add_location(env, LOCATION, f"http://{proxy.url_host}", bucket)
             started = time.perf_counter()
-            psql(SEED_BLOBS + SEED_PLACEMENTS, database=DATABASE, n=str(objects), location=LOCATION)
+            psql(
+                SEED_BLOBS + SEED_PLACEMENTS,
+                database=DATABASE,
+                n=str(objects),
+                location=LOCATION,
+                empty="no",
+            )
             psql("VACUUM ANALYZE", database=DATABASE)
             print(f"  seeded {objects} placements in {time.perf_counter() - started:.1f}s")
             samples: dict[str, list[float]] = {}
@@ -143,6 +157,73 @@ def audit_size(objects: int, runs: int) -> dict[str, Any]:
                     flush=True,
                 )
     return {"put_per_s": rate, "samples": samples}
+
+
+def audit_local(objects: int, runs: int) -> dict[str, list[float]]:
+    """Audit a local-disk location of ``objects`` empty files ``runs`` times; return samples."""
+    env = quay_env(reset_database(DATABASE))
+    root = fresh_dir(STATE / "audit-local")
+    started = time.perf_counter()
+    for n in range(1, objects + 1):
+        path = root / key_of(str(n).encode())
+        path.parent.mkdir(exist_ok=True, parents=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+    print(f"  {objects} empty files in {time.perf_counter() - started:.0f}s", flush=True)
+    manage(env, "addlocation", LOCATION, "--kind", "local", "--option", f"storage_path={root}")
+    psql(
+        SEED_BLOBS + SEED_PLACEMENTS,
+        database=DATABASE,
+        n=str(objects),
+        location=LOCATION,
+        empty="yes",
+    )
+    psql("VACUUM ANALYZE", database=DATABASE)
+    samples: dict[str, list[float]] = {}
+    try:
+        for index in range(runs):
+            audit = time_v(env, "auditlocation", LOCATION, "--json")
+            found = json.loads(audit["stdout"].splitlines()[-1])
+            if (found["objects_seen"], found["lost"], found["orphans"]) != (objects, 0, 0):
+                raise RuntimeError(f"the audit found something else: {found}")
+            for key, value in (
+                ("audit_s", audit["seconds"]),
+                ("audit_cpu_s", audit["cpu_s"]),
+                ("audit_rss_mb", audit["max_rss_mb"]),
+            ):
+                samples.setdefault(key, []).append(value)
+            print(
+                f"  run {index + 1}/{runs}: {audit['seconds']:.1f}s ({audit['cpu_s']:.1f}s CPU), "
+                f"{audit['max_rss_mb']:.0f} MB",
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return samples
+
+
+def run_local(*, quick: bool, runs: int) -> dict[str, Any]:
+    """Audit a local-disk location of a million objects (quick: 1,000)."""
+    objects = 1000 if quick else 1_000_000
+    summaries = {
+        f"{objects} objects": {k: summary(v) for k, v in audit_local(objects, runs).items()}
+    }
+    result = {
+        "params": {
+            "objects": objects,
+            "engine": "local",
+            "runs": runs,
+            "quick": quick,
+            "budget": {"rss_mb": BUDGET_MB, "seconds": BUDGET_S},
+        },
+        "summary": summaries,
+    }
+    path = save("audit-local", result)
+    print(
+        f"  {objects} objects: "
+        + ", ".join(f"{k} {v['median']:.3g}" for k, v in summaries[f"{objects} objects"].items())
+    )
+    print(f"results: {path}")
+    return result
 
 
 SCRUB = """
@@ -195,8 +276,10 @@ def scrub_day(runs: int, objects: int) -> dict[str, list[float]]:
     return samples
 
 
-def run(*, quick: bool, runs: int, blobs: int) -> dict[str, Any]:
+def run(*, quick: bool, runs: int, blobs: int, engine: str = "s3") -> dict[str, Any]:
     """Audit locations of 1,000 and ``blobs`` objects; run days of scrub slices."""
+    if engine == "local":
+        return run_local(quick=quick, runs=runs)
     sizes = sorted({1000, blobs})
     summaries: dict[str, dict[str, dict[str, float]]] = {}
     rates: dict[str, float] = {}
