@@ -170,7 +170,16 @@ def audit_local(objects: int, runs: int) -> dict[str, list[float]]:
         path.parent.mkdir(exist_ok=True, parents=True)
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
     print(f"  {objects} empty files in {time.perf_counter() - started:.0f}s", flush=True)
-    manage(env, "addlocation", LOCATION, "--kind", "local", "--option", f"storage_path={root}")
+    manage(
+        env,
+        "addlocation",
+        LOCATION,
+        "--kind",
+        "local",
+        "--no-probe",
+        "--option",
+        f"storage_path={root}",
+    )
     psql(
         SEED_BLOBS + SEED_PLACEMENTS,
         database=DATABASE,
