@@ -23,9 +23,20 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "metadata-fs": ("metadata", {"storage": "fs"}),
     "metadata-s3": ("metadata", {"storage": "s3"}),
     "geo": ("far_region", {}),
+    "audit": ("audit", {}),
+    "audit-local": ("audit", {"engine": "local"}),
 }
 #: ``all --quick`` (run by ``make test``) runs every module once with small sizes.
-QUICK_CASES = ("push-pull-s3", "replication", "lag", "backfill", "memory", "metadata-fs", "geo")
+QUICK_CASES = (
+    "push-pull-s3",
+    "replication",
+    "lag",
+    "backfill",
+    "memory",
+    "metadata-fs",
+    "geo",
+    "audit",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         "--blobs",
         type=int,
         default=0,
-        help="backfill: blobs in the database (default 1,000,000, quick 10,000)",
+        help="backfill: blobs in the database (default 1,000,000, quick 10,000); audit: "
+        "objects in the audited location besides 1,000 (default 100,000, quick none)",
     )
     parser.add_argument(
         "--replica",
@@ -68,6 +80,8 @@ def run_case(case: str, quick: bool, runs: int, blobs: int, replica: bool = Fals
     module_name, kwargs = CASES[case]
     if module_name == "backfill":
         kwargs = {**kwargs, "blobs": blobs or (10_000 if quick else 1_000_000)}
+    if module_name == "audit":
+        kwargs = {**kwargs, "blobs": blobs or (1000 if quick else 100_000)}
     if module_name == "far_region":
         kwargs = {**kwargs, "replica": replica or not quick}
     module = importlib.import_module(f".{module_name}", __package__)

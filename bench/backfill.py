@@ -30,9 +30,9 @@ WHERE l.location_id IN ({old});
 """
 
 
-def psql(sql: str, **variables: str) -> str:
-    """Run ``sql`` on the benchmark database (``:'name'`` takes a value from ``variables``)."""
-    args = ["psql", *servers.pg_args(), "-d", DATABASE, "-qAt"]
+def psql(sql: str, *, database: str = DATABASE, **variables: str) -> str:
+    """Run ``sql`` on a benchmark database (``:'name'`` takes a value from ``variables``)."""
+    args = ["psql", *servers.pg_args(), "-d", database, "-qAt"]
     for name, value in {"ON_ERROR_STOP": "1", **variables}.items():
         args += ["-v", f"{name}={value}"]
     result = subprocess.run(args, input=sql, capture_output=True, text=True)
@@ -65,7 +65,8 @@ def add_location(env: dict[str, str], location_id: str) -> None:
 
 
 def time_v(env: dict[str, str], *args: str) -> dict[str, Any]:
-    """Run ``manage.py args`` under ``/usr/bin/time -v``; return wall seconds, max RSS, stdout."""
+    """Run ``manage.py args`` under ``/usr/bin/time -v``; return wall and CPU seconds, max RSS,
+    stdout."""
     started = time.perf_counter()
     result = subprocess.run(
         ["/usr/bin/time", "-v", str(BIN / "python"), "manage.py", *args],
@@ -77,8 +78,21 @@ def time_v(env: dict[str, str], *args: str) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr[-3000:]}")
-    kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr).group(1))  # type: ignore[union-attr]
-    return {"seconds": elapsed, "max_rss_mb": kib * 1024 / 1e6, "stdout": result.stdout.strip()}
+
+    def figure(pattern: str) -> float:
+        found = re.search(pattern, result.stderr)
+        if found is None:
+            raise RuntimeError(f"/usr/bin/time -v printed no {pattern!r}")
+        return float(found.group(1))
+
+    kib = figure(r"Maximum resident set size \(kbytes\): (\d+)")
+    cpu = figure(r"User time \(seconds\): ([\d.]+)") + figure(r"System time \(seconds\): ([\d.]+)")
+    return {
+        "seconds": elapsed,
+        "cpu_s": cpu,
+        "max_rss_mb": kib * 1024 / 1e6,
+        "stdout": result.stdout.strip(),
+    }
 
 
 def prepare(blobs: int) -> tuple[dict[str, str], "redis.Redis", float]:

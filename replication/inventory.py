@@ -15,6 +15,11 @@ whatever the location holds. A content key ``sha256/ab/abcd...`` sorts like its 
 
 Placements verified after the audit started are left alone: their object may have been
 written after the listing passed its key.
+
+One listing covers both algorithms (prefix ``sha``: ``sha256/`` keys sort before ``sha512/``
+ones), so a million objects cost ceil(1,000,000 / 1,000) list requests, not one more for an
+often empty ``sha512/``; keys of that listing under neither prefix are not content and are
+skipped.
 """
 
 import hashlib
@@ -53,6 +58,22 @@ ALGORITHMS = ("sha256", "sha512")
 def gc_grace() -> timedelta:
     """Return how old an unreferenced object must be before it is deleted."""
     return timedelta(seconds=int(getattr(settings, "QUAY_GEO_GC_GRACE_SECONDS", 24 * 3600)))
+
+
+class _Listing:
+    """A store's listing under ``sha``, read one content prefix after the other."""
+
+    def __init__(self, items: Iterator[ListedObject]) -> None:
+        self._items = items
+        self._head = next(items, None)
+
+    def under(self, prefix: str) -> Iterator[ListedObject]:
+        """Yield the listed objects under ``prefix``, skipping keys that sort before it."""
+        while self._head is not None and self._head.key < prefix:
+            self._head = next(self._items, None)
+        while self._head is not None and self._head.key.startswith(prefix):
+            item, self._head = self._head, next(self._items, None)
+            yield item
 
 
 @dataclass(frozen=True)
@@ -108,8 +129,9 @@ def location_audit(
     run = AuditRun.objects.create(location=location, kind=AuditKind.AUDIT, deep=deep)
     engine = location_engine(location)
     try:
+        listing = _Listing(iter(engine.list_objects("sha")))
         for algorithm in ALGORITHMS:
-            _audit_prefix(run, engine, algorithm, repair=repair, progress=progress)
+            _audit_prefix(run, engine, listing, algorithm, repair=repair, progress=progress)
         if repair:
             run.repaired += _repairs_unqueued(run)
     except StorageError as exc:
@@ -133,12 +155,13 @@ def location_audit(
 def _audit_prefix(
     run: AuditRun,
     engine: StorageEngine,
+    listed: _Listing,
     algorithm: str,
     *,
     repair: bool,
     progress: Callable[[AuditRun], None] | None,
 ) -> None:
-    listing = iter(engine.list_objects(f"{algorithm}/"))
+    listing = listed.under(f"{algorithm}/")
     rows = _placements(run.location, algorithm)
     item, row = next(listing, None), next(rows, None)
     batch = _Batch()

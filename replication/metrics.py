@@ -14,7 +14,9 @@ from .status import LocationStatus, blobs_unrecoverable_count, replication_statu
 
 def _line(name: str, labels: dict[str, str], value: float) -> str:
     text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    return f"{name}{{{text}}} {value:g}"
+    # Every digit: "%g" keeps six, which puts a timestamp hours off and rounds a byte count.
+    number = str(int(value)) if float(value).is_integer() else repr(float(value))
+    return f"{name}{{{text}}} {number}"
 
 
 def metrics_lines() -> Iterator[str]:
@@ -93,7 +95,10 @@ def metrics_lines() -> Iterator[str]:
             )
 
 
-_RUN_FIELDS = ("objects_seen", "bytes_read", "lost", "corrupt", "repaired", "orphans")
+_RUN_FIELDS = (
+    "objects_seen", "bytes_read", "verified", "lost", "corrupt", "repaired", "orphans",
+    "orphans_deleted",
+)  # fmt: skip
 
 
 def _integrity_lines(rows: list[LocationStatus]) -> Iterator[str]:
@@ -119,3 +124,12 @@ def _integrity_lines(rows: list[LocationStatus]) -> Iterator[str]:
             for field in _RUN_FIELDS:
                 labels = {"location": row.location_id, "what": field}
                 yield _line(name, labels, getattr(run, field))
+    name = "quay_geo_oldest_verification_timestamp_seconds"
+    yield (
+        f"# HELP {name} When the least recently verified present copy of a location was read "
+        "and found right (Unix time): how far the scrub has come round."
+    )
+    yield f"# TYPE {name} gauge"
+    for row in rows:
+        if row.oldest_verified_at is not None:
+            yield _line(name, {"location": row.location_id}, row.oldest_verified_at.timestamp())

@@ -8,6 +8,7 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -30,6 +31,7 @@ from botocore.exceptions import (
     SSLError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.utils import parse_timestamp as botocore_timestamp_parse
 from django import forms
 
 from .base import (
@@ -683,7 +685,24 @@ def _client_make(service: str, **kwargs: Any) -> Any:
     with _SESSION_LOCK:
         if _SESSION is None:
             _SESSION = boto3.session.Session()
+            parsers = _SESSION._session.get_component("response_parser_factory")
+            parsers.set_parser_defaults(timestamp_parser=timestamp_parse)
         return _SESSION.client(service, **kwargs)  # type: ignore[call-overload]
+
+
+def timestamp_parse(value: str) -> datetime:
+    """Return the aware datetime of a timestamp the store sent, ISO 8601 the fast way.
+
+    botocore parses each one with dateutil: half the CPU of a ListObjectsV2 page of 1,000
+    objects (bench case 9 profile), and an audit of a million objects reads a million of them.
+    """
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        return botocore_timestamp_parse(value)  # RFC 822 headers, epochs, whatever else
+    return parsed
 
 
 class _FullReader:

@@ -64,6 +64,33 @@ def test_objects_deleted_out_of_band_are_found_lost_and_repaired(
     assert _state(blobs[0][0], eu).lost_reason.startswith("not in the listing of eu_mem")
 
 
+def test_one_listing_covers_both_algorithms_and_skips_keys_that_are_not_content(
+    regions: Any, committed_blob: Any, audited: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    us, eu = regions
+    blob, _ = committed_blob(us)
+    engine = location_engine(eu)
+    objects = _objects(eu)
+    objects[content_key("sha512:" + "a" * 128)] = b"orphan"
+    objects["sha1/ab/" + "b" * 40] = b"not content"
+    objects["sha256x/cd/" + "c" * 64] = b"not content"
+    del objects[content_key(blob.digest)]
+    prefixes: list[str] = []
+    listing = engine.list_objects
+
+    def counted(prefix: str, **kwargs: Any) -> Any:
+        prefixes.append(prefix)
+        return listing(prefix, **kwargs)
+
+    monkeypatch.setattr(engine, "list_objects", counted)
+
+    run = audited(eu, repair=False)
+
+    assert prefixes == ["sha"]
+    assert (run.objects_seen, run.lost, run.orphans) == (1, 1, 1)
+    assert _state(blob, eu).state == PlacementState.LOST
+
+
 def test_a_whole_bucket_emptied_is_found_and_refilled(
     regions: Any, committed_blob: Any, audited: Any
 ) -> None:

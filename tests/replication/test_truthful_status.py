@@ -2,6 +2,7 @@
 
 import io
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -68,3 +69,33 @@ def test_replicationstatus_and_metrics_show_damage_and_the_last_audit(
     assert 'quay_geo_coverage_ratio{location="eu_mem"} 0' in text
     assert "quay_geo_unrecoverable_blobs 1" in text
     assert 'quay_geo_last_audit_objects{location="eu_mem",what="objects_seen"} 7' in text
+
+
+def test_metrics_and_replicationstatus_show_scrub_progress_with_every_digit(
+    client: Client, regions: Any, committed_blob: Any
+) -> None:
+    us, _ = regions
+    blob, _ = committed_blob(us)
+    oldest = datetime(2026, 11, 30, 12, 34, 56, 250000, tzinfo=UTC)
+    Placement.objects.filter(blob=blob, location=us).update(verified_at=oldest)
+    AuditRun.objects.create(
+        location=us,
+        kind=AuditKind.SCRUB,
+        finished_at=timezone.now(),
+        objects_seen=3,
+        bytes_read=1_234_567_891,
+        verified=3,
+    )
+    AuditRun.objects.create(
+        location=us, kind=AuditKind.AUDIT, finished_at=timezone.now(), orphans=2, orphans_deleted=1
+    )
+
+    text = client.get("/metrics").content.decode()
+    out = io.StringIO()
+    call_command("replicationstatus", stdout=out)
+
+    assert 'quay_geo_oldest_verification_timestamp_seconds{location="us_mem"} 1796042096.25' in text
+    assert 'quay_geo_last_scrub_objects{location="us_mem",what="bytes_read"} 1234567891' in text
+    assert 'quay_geo_last_scrub_objects{location="us_mem",what="verified"} 3' in text
+    assert 'quay_geo_last_audit_objects{location="us_mem",what="orphans_deleted"} 1' in text
+    assert "us_mem               oldest verification: 2026-11-30 12:34:56 UTC" in out.getvalue()

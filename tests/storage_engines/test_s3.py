@@ -5,6 +5,7 @@ import io
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -458,3 +459,22 @@ def test_a_read_waits_the_metadata_timeout_for_its_answer_and_the_stream_timeout
 
     assert answer["Body"]._raw_stream._fp.fp.raw._sock.gettimeout() == 1.0
     assert timeouts == [7.0]
+
+
+def test_listed_timestamps_are_parsed_by_the_standard_library(make_engine: Factory) -> None:
+    subject = make_engine("s3")
+    key = put(subject, random_bytes(10))
+
+    (listed,) = subject.engine.list_objects(key)
+
+    assert listed.modified is not None
+    assert listed.modified.tzinfo is UTC  # dateutil's parser, botocore's default, gives tzutc()
+    assert abs((datetime.now(UTC) - listed.modified).total_seconds()) < 600
+
+
+def test_timestamps_that_are_not_iso_8601_fall_back_to_botocore() -> None:
+    expected = datetime(2026, 12, 4, 17, 31, 10, tzinfo=UTC)
+
+    assert s3_module.timestamp_parse("2026-12-04T17:31:10.000Z") == expected
+    assert s3_module.timestamp_parse("Fri, 04 Dec 2026 17:31:10 GMT") == expected
+    assert s3_module.timestamp_parse("1796405470") == expected

@@ -43,6 +43,11 @@ class Command(BaseCommand):
         for row in rows:
             for kind, run in (("audit", row.last_audit), ("scrub", row.last_scrub)):
                 self.stdout.write(f"{row.location_id:<20} last {kind}: {_run_text(run)}")
+            verified = row.oldest_verified_at
+            self.stdout.write(
+                f"{row.location_id:<20} oldest verification: "
+                + ("-" if verified is None else f"{verified:%Y-%m-%d %H:%M:%S} UTC")
+            )
         unrecoverable = blobs_unrecoverable_count()
         if unrecoverable:
             self.stdout.write(f"UNRECOVERABLE blobs (no good copy left): {unrecoverable}")
