@@ -108,7 +108,7 @@ def blob_commit_statement(
         SELECT blob.id, targets.target, %(pending)s, 0, '', false, '', now(), now(), now()
         FROM blob, targets WHERE targets.target <> %(location)s
         ON CONFLICT (blob_id, location_id) DO UPDATE SET
-            state = EXCLUDED.state, attempts = 0, error_permanent = false,
+            state = EXCLUDED.state, attempts = 0, error_permanent = false, given_up_at = NULL,
             next_attempt_at = NULL, enqueued_at = now(), updated_at = now()
         -- a repair that found no source left: this push is one
         WHERE {tables["placement"]}.state = %(failed)s AND {tables["placement"]}.lost_at IS NOT NULL

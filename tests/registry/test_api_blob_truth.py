@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
+from django.utils import timezone
 
 from registry.services.serving import BodyCut
 from replication import tasks
+from replication.commitsql import task_sender
 from replication.models import Blob, Placement, PlacementState, StorageLocation
 from replication.selectors import location_engine
-from replication.services import location_create
+from replication.services import location_create, replication_enable
 from storage_engines.keys import content_key
 from tests import servers
 from tests.registry.conftest import Api, Memory, sha256
@@ -272,3 +274,39 @@ def test_on_s3_one_flipped_byte_cuts_the_proxied_body_and_the_next_pull_reads_th
     assert _state(digest, us).state == PlacementState.CORRUPT
     again = api.call("GET", f"/v2/alice/app/blobs/{digest}")
     assert b"".join(again.streaming_content) == data
+
+
+def test_a_push_of_an_unrecoverable_blob_replans_its_repair_that_gave_up_as_a_fresh_one(
+    api: Api, memory: Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a blob whose only copy was lost, and whose repair elsewhere gave up
+    monkeypatch.setattr(task_sender, "send_later", lambda pairs: None)
+    data = os.urandom(5000)
+    digest = api.blob_push("alice/app", data)
+    far = location_create(location_id="far", kind="memory", options={}, replicate_by_default=True)
+    replication_enable(enabled=True)
+    now = timezone.now()
+    Placement.objects.filter(blob__digest=digest, location=memory.location).update(
+        state=PlacementState.LOST, lost_at=now
+    )
+    Placement.objects.create(
+        blob=Blob.objects.get(digest=digest),
+        location=far,
+        state=PlacementState.FAILED,
+        lost_at=now,
+        attempts=24,
+        error_permanent=True,
+        given_up_at=now,
+        last_error="gave up after 24 attempts: no location holds a present copy",
+    )
+    Blob.objects.filter(digest=digest).update(unrecoverable_at=now)
+
+    # When the same bytes are pushed again
+    api.blob_push("alice/app", data)
+
+    # Then its repair is planned afresh: pending, a new budget of attempts, not "given up"
+    replanned = _state(digest, far)
+    assert replanned.state == PlacementState.PENDING
+    assert (replanned.attempts, replanned.error_permanent) == (0, False)
+    assert replanned.given_up_at is None
+    assert Blob.objects.get(digest=digest).unrecoverable_at is None

@@ -19,6 +19,7 @@ from replication.inventory import location_audit
 from replication.models import AuditKind, AuditRun, Blob, Placement, PlacementState
 from replication.scrub import location_scrub, slice_budget
 from replication.selectors import location_engine
+from storage_engines.errors import StorageUnavailable
 from storage_engines.keys import content_key
 from tests import servers
 
@@ -89,6 +90,31 @@ def test_one_listing_covers_both_algorithms_and_skips_keys_that_are_not_content(
     assert prefixes == ["sha"]
     assert (run.objects_seen, run.lost, run.orphans) == (1, 1, 1)
     assert _state(blob, eu).state == PlacementState.LOST
+
+
+def test_a_listing_that_fails_midway_stops_the_audit_with_its_error_and_judges_nothing_unlisted(
+    regions: Any, committed_blob: Any, audited: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    us, eu = regions
+    for _ in range(5):
+        committed_blob(us)
+    engine = location_engine(eu)
+    listing = engine.list_objects
+
+    def failing(prefix: str, **kwargs: Any) -> Any:
+        for index, item in enumerate(listing(prefix, **kwargs)):
+            if index == 3:
+                raise StorageUnavailable("the store went away mid-listing")
+            yield item
+
+    monkeypatch.setattr(engine, "list_objects", failing)
+
+    run = audited(eu)
+
+    assert run.error == "the store went away mid-listing"
+    assert run.finished_at is not None
+    assert run.lost == 0
+    assert not Placement.objects.filter(location=eu).exclude(state=PlacementState.PRESENT).exists()
 
 
 def test_a_whole_bucket_emptied_is_found_and_refilled(
