@@ -19,6 +19,7 @@ from django.conf import settings
 
 from replication import health
 from replication.models import Blob, Placement, PlacementState, ServeMode, StorageLocation
+from replication.regioncache import content_ttl, region_cache
 from replication.repair import placement_damage_at
 from replication.selectors import (
     blob_facts_forget,
@@ -133,9 +134,18 @@ def direct_url_ttl() -> int:
 def _own_copy_hurry(
     blob: Blob, holders: list[StorageLocation], preference: list[StorageLocation]
 ) -> None:
-    """Move the copy into this instance's first location to the front of the queue if missing."""
-    if preference and preference[0] not in holders:
-        placement_prioritize(blob=blob, location=preference[0])
+    """Move the copy into this instance's first location to the front of the queue if missing.
+
+    Once per blob and location per ``QUAY_GEO_CACHE_SECONDS`` in the region: a far region pulling
+    what it lacks must not write to the primary on every request while the copy is on its way.
+    """
+    if not preference or preference[0] in holders:
+        return
+    key = f"hurried:{blob.digest}:{preference[0].pk}"
+    if region_cache.get(key):
+        return
+    region_cache.set(key, True, ttl=content_ttl())
+    placement_prioritize(blob=blob, location=preference[0])
 
 
 class CopyDamaged(StorageError):

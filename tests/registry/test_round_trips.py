@@ -14,7 +14,9 @@ import pytest
 from django.db import connection
 from pytest_django import DjangoAssertNumQueries
 
+from replication import tasks
 from replication.regioncache import region_cache
+from replication.services import location_create, replication_enable
 from tests.rediscache import redis_cache
 from tests.registry.conftest import Api, Image, Memory, sha256
 
@@ -199,3 +201,31 @@ def test_a_blob_pulled_right_after_it_was_mounted_asks_the_database_nothing(
         head = api.call("HEAD", f"/v2/alice/app/blobs/{digest}")
 
     assert head.status_code == 200
+
+
+def test_a_pull_that_finds_its_own_location_without_the_blob_hurries_the_copy_once(
+    api: Api,
+    memory: Memory,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+    django_assert_num_queries: DjangoAssertNumQueries,
+) -> None:
+    # Given a blob in mem only, and an instance that prefers a default location lacking it
+    digest = api.blob_push("alice/app", os.urandom(400))
+    location_create(location_id="far", kind="memory", options={}, replicate_by_default=True)
+    replication_enable(enabled=True)
+    settings.QUAY_DISTRIBUTED_STORAGE_PREFERENCE = "far"
+    sent: list[tuple[int, str]] = []
+    monkeypatch.setattr(tasks, "replicate_blob_send", lambda pid, loc, **_: sent.append((pid, loc)))
+    api.token("repository:alice/app:pull,push,delete")  # asked before, as a client would
+
+    # When it is pulled twice
+    with django_capture_on_commit_callbacks(execute=True):
+        first = api.call("HEAD", f"/v2/alice/app/blobs/{digest}")
+    with django_assert_num_queries(0):
+        second = api.call("HEAD", f"/v2/alice/app/blobs/{digest}")
+
+    # Then the copy into far was hurried by the first pull only, and the second asked nothing
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert [location for _, location in sent] == ["far"]
