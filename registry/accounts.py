@@ -88,8 +88,14 @@ def user_active_get(*, user_id: int) -> User | None:
     if cached is not None:
         return cached
     user = User.objects.filter(pk=user_id, is_active=True).first()
-    region_cache.set(_user_key(user_id), user, ttl=content_ttl())
+    if user is not None:
+        _user_remember(user)
     return user
+
+
+def _user_remember(user: User) -> None:
+    """Cache a user just read or verified, for ``user_active_get``."""
+    region_cache.set(_user_key(user.pk), user, ttl=content_ttl())
 
 
 def _user_saved(
@@ -206,7 +212,7 @@ def app_token_user(*, username: str, secret: str) -> User | None:
     if token.last_used_at is None or now - token.last_used_at > APP_TOKEN_USED_PRECISION:
         AppToken.objects.filter(pk=token.pk).update(last_used_at=now)
     region_cache.set(_app_token_key(token_hash), (token.user_id, username), ttl=content_ttl())
-    region_cache.set(_user_key(token.user_id), token.user, ttl=content_ttl())
+    _user_remember(token.user)
     return token.user
 
 
@@ -235,7 +241,7 @@ def credentials_check(*, username: str, password: str, client: str = "") -> User
         # A verified password is remembered in this process only (PBKDF2 costs most of a token
         # request): a password changed in another process stops working here within the lifetime.
         region_cache.set(key, (user.pk, user.password), ttl=content_ttl(), local_only=True)
-        region_cache.set(_user_key(user.pk), user, ttl=content_ttl())
+        _user_remember(user)
     login_succeeded(attempt)
     return user
 

@@ -29,6 +29,13 @@ from .selectors import config_current
 logger = logging.getLogger(__name__)
 
 
+#: The columns a new placement row names in the statements below (the rest have defaults).
+PLACEMENT_COLUMNS = (
+    "blob_id, location_id, state, attempts, last_error, error_permanent, copy_method, "
+    "created_at, updated_at"
+)
+
+
 @dataclass(frozen=True)
 class CommitStatement:
     """CTEs with their parameters: ``blob`` (its ``id``), ``pending`` (``id``, ``location_id``)
@@ -72,10 +79,7 @@ def blob_commit_statement(
         "manifest": manifest._meta.db_table,
         "repository": repository._meta.db_table,
     }
-    placement_columns = (
-        "blob_id, location_id, state, attempts, last_error, error_permanent, copy_method, "
-        "created_at, updated_at"
-    )
+    placement_columns = PLACEMENT_COLUMNS
     ctes = f"""
     blob AS (
         INSERT INTO {tables["blob"]} (digest, size, sha256, created_at)
@@ -206,10 +210,7 @@ def placements_ensure_statement(*, blob_ids: list[int], namespace_id: int) -> Co
     cannot see: the namespace's targets are therefore named here, not found through them.
     """
     enabled, defaults = _default_targets()
-    placement_columns = (
-        "blob_id, location_id, state, attempts, last_error, error_permanent, copy_method, "
-        "created_at, updated_at, enqueued_at"
-    )
+    placement_columns = f"{PLACEMENT_COLUMNS}, enqueued_at"
     ctes = f"""
     ensured_targets AS (
         SELECT target FROM unnest(%(ensure_defaults)s::bigint[]) AS target
